@@ -1,0 +1,160 @@
+//! Accepting connections: TCP (optionally TLS with ALPN h2/http1.1), hyper serving with
+//! upgrades, a header read timeout, and graceful drain on shutdown. Knows nothing of paths,
+//! cookies or identity.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::forward::Downstream;
+use crate::Body;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read.
+    #[error("{0}: {1}")]
+    Read(String, io::Error),
+    /// No certificate or no key in the files.
+    #[error("{0}")]
+    Missing(String),
+    /// rustls refused the pair.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Builds a TLS acceptor (HTTP/2 and HTTP/1.1 by ALPN) from PEM files.
+pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
+    let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert_file)?.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::Missing(format!(
+            "no certificate in {}",
+            cert_file.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut read(key_file)?.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| TlsError::Missing(format!("no private key in {}", key_file.display())))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Serving options.
+#[derive(Clone, Copy)]
+pub struct ServeOptions {
+    /// Time allowed for request headers.
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `listener` until `shutdown` flips to true, then drains connections up to the grace
+/// period. `handler` gets each request and the downstream it came from.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    opts: ServeOptions,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, Downstream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let from = Downstream {
+            peer,
+            tls: tls.is_some(),
+        };
+        let h = handler.clone();
+        let svc = service_fn(move |req| {
+            let fut = h(req, from);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(opts.header_read_timeout, acceptor.accept(stream))
+                            .await
+                    else {
+                        tracing::debug!(%peer, "TLS handshake failed or timed out");
+                        return;
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+}
+
+/// Resolves once the shutdown flag is true (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Configuration: parsed once, at start-up, into typed values.
+//!
+//! `load` takes the TOML text and the environment as values (never ambient process state),
+//! applies `SIDEGATE_SECTION__KEY` overrides, reads secret files, and returns either a
+//! `Config` or every problem found, each naming the key and the fix. Nothing here binds a
+//! port or touches the network.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use url::Url;
+
+use crate::keys::{CookieKeys, Secret, SigningKeys};
+
+pub use validate::public_origin;
+
+/// The environment as a value: tests build one, `main` collects the process env into one.
+pub type Env = BTreeMap<String, String>;
+
+/// The validated configuration every stage is built from.
+#[derive(Debug)]
+pub struct Config {
+    /// Listeners, public URL, reserved prefix, trusted proxies, TLS.
+    pub server: ServerConfig,
+    /// The protected app.
+    pub upstream: UpstreamConfig,
+    /// The OpenID provider.
+    pub oidc: OidcConfig,
+    /// Session cookie settings and sealing keys.
+    pub session: SessionConfig,
+    /// The signed assertion sent upstream.
+    pub assertion: AssertionConfig,
+    /// Claim → identity mapping.
+    pub identity: IdentityConfig,
+    /// Identity header names and extra names to strip.
+    pub headers: HeaderConfig,
+    /// Public paths and allowed redirect hosts.
+    pub access: AccessConfig,
+    /// Log output format.
+    pub log: LogFormat,
+}
+
+/// Listener-side settings.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// Public listeners (downstream traffic).
+    pub listen: Vec<SocketAddr>,
+    /// Admin listener for health and metrics; never the public one.
+    pub admin_listen: Option<SocketAddr>,
+    /// External origin (`scheme://host[:port]`) used for callbacks and as assertion issuer.
+    pub public_url: Url,
+    /// Path prefix reserved for sidegate's own endpoints (default `/.sidegate`).
+    pub prefix: String,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// TLS on the public listeners, if configured.
+    pub tls: Option<TlsFiles>,
+    /// How long a client may take to send request headers.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may run after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+/// PEM files for the public listeners.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert_file: PathBuf,
+    /// Private key.
+    pub key_file: PathBuf,
+}
+
+/// Where and how requests are forwarded.
+#[derive(Debug)]
+pub struct UpstreamConfig {
+    /// Origin of the app (`http://127.0.0.1:8080`).
+    pub url: Url,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed until the upstream's response headers arrive.
+    pub response_timeout: Duration,
+    /// Keep the downstream `Host` (true) or send the upstream's authority.
+    pub pass_host_header: bool,
+}
+
+/// ID-token signature algorithms sidegate accepts (never `none`, never HS*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdTokenAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+    /// RSASSA-PSS with SHA-256.
+    Ps256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+/// The OpenID provider and the client registered there.
+#[derive(Debug)]
+pub struct OidcConfig {
+    /// Issuer; discovery is fetched from `<issuer>/.well-known/openid-configuration`.
+    pub issuer: Url,
+    /// Client id registered at the IdP.
+    pub client_id: String,
+    /// Client secret (from a file or an env var).
+    pub client_secret: Secret,
+    /// Scopes requested (always includes `openid`).
+    pub scopes: Vec<String>,
+    /// Extra authorize request parameters (`prompt`, `hd`, `domain_hint`, …).
+    pub extra_authorize_params: Vec<(String, String)>,
+    /// Send a PKCE S256 challenge (default on).
+    pub pkce: bool,
+    /// Allowed clock difference for `exp`, `iat` and `nbf`.
+    pub clock_skew: Duration,
+    /// Accepted ID-token algorithms.
+    pub allowed_algs: Vec<IdTokenAlg>,
+    /// Also call the userinfo endpoint at login (its `sub` must match).
+    pub userinfo: bool,
+    /// Timeout of each call to the IdP.
+    pub http_timeout: Duration,
+    /// At most one JWKS refresh per this interval when an unknown `kid` shows up.
+    pub jwks_min_refresh_interval: Duration,
+}
+
+/// `SameSite` attribute of sidegate's cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on top-level navigations (needed for the IdP's redirect back).
+    Lax,
+    /// Never sent cross-site.
+    Strict,
+    /// Always sent (requires `Secure`).
+    None,
+}
+
+/// Session cookie settings.
+#[derive(Debug)]
+pub struct SessionConfig {
+    /// Base cookie name; chunks are `<name>_0`, `<name>_1`, …
+    pub cookie_name: String,
+    /// Sealing keys, first seals.
+    pub keys: CookieKeys,
+    /// Hard limit on a session's age.
+    pub absolute_lifetime: Duration,
+    /// A session unused this long ends.
+    pub idle_lifetime: Duration,
+    /// `Secure` attribute (only off for plain-http development, explicitly).
+    pub cookie_secure: bool,
+    /// `Domain` attribute; host-only when absent.
+    pub cookie_domain: Option<String>,
+    /// `SameSite` attribute.
+    pub same_site: SameSite,
+    /// Lifetime of a login transaction (state, nonce, PKCE verifier).
+    pub login_lifetime: Duration,
+}
+
+/// The signed assertion sent to the upstream.
+#[derive(Debug)]
+pub struct AssertionConfig {
+    /// Signing keys, first signs, all published.
+    pub keys: SigningKeys,
+    /// `aud` claim.
+    pub audience: String,
+    /// Lifetime of one assertion (`exp - iat`).
+    pub lifetime: Duration,
+}
+
+/// How claims become an identity.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Claims tried in order for the user name.
+    pub user_claims: Vec<String>,
+    /// Claim holding the email address.
+    pub email_claim: String,
+    /// Claim holding the role (string or array).
+    pub role_claim: String,
+    /// Allowed roles, highest priority first; empty means every user gets `default_role`.
+    pub roles: Vec<String>,
+    /// IdP value → role.
+    pub role_map: BTreeMap<String, String>,
+    /// Least-privilege role for missing or unknown values.
+    pub default_role: String,
+    /// Claim holding the teams (array or comma-separated string).
+    pub teams_claim: String,
+    /// If not empty, only these email domains may log in (lower case).
+    pub allowed_email_domains: Vec<String>,
+}
+
+/// Names of the identity headers sent upstream.
+#[derive(Debug, Clone)]
+pub struct HeaderConfig {
+    /// User name header.
+    pub user: HeaderName,
+    /// Email header.
+    pub email: HeaderName,
+    /// Role header.
+    pub role: HeaderName,
+    /// Teams header (comma-separated).
+    pub teams: HeaderName,
+    /// Signed JWT assertion header.
+    pub assertion: HeaderName,
+    /// More names that clients must never send upstream.
+    pub strip: Vec<HeaderName>,
+}
+
+/// A public path rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRule {
+    /// Exactly this path.
+    Exact(String),
+    /// This path and everything below it (written with a trailing `/`).
+    Prefix(String),
+}
+
+/// A host redirects may go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRule {
+    /// This host (and port, when given).
+    Exact { host: String, port: Option<u16> },
+    /// Any subdomain of this domain (written `*.example.com`).
+    Subdomains { domain: String, port: Option<u16> },
+}
+
+/// Who may pass without a session, and where redirects may go.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// Paths served without authentication.
+    pub public_paths: Vec<PathRule>,
+    /// Hosts allowed as login/logout return targets, besides `public_url`'s.
+    pub allowed_redirect_hosts: Vec<HostRule>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, as `section.key`.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (fix: {})", self.key, self.problem, self.fix)
+    }
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates a configuration. `base_dir` resolves relative secret file paths.
+pub fn load(text: &str, env: &Env, base_dir: &std::path::Path) -> Result<Config, ConfigError> {
+    validate::load(text, env, base_dir)
+}
+
+impl Config {
+    /// The effective configuration as TOML, secrets replaced by a description of their source.
+    pub fn redacted_toml(&self) -> String {
+        validate::describe(self)
+    }
+}

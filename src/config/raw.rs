@@ -1,0 +1,131 @@
+//! The configuration exactly as written: TOML (plus `SIDEGATE_*` overrides) deserialized into
+//! plain structs, no validation, no IO. `validate` turns it into the typed `Config`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file. Every section is optional so that one missing section is reported
+/// with the rest instead of stopping the parse.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Raw {
+    pub server: Server,
+    pub upstream: Upstream,
+    pub oidc: Option<Oidc>,
+    pub session: Session,
+    pub assertion: Assertion,
+    pub identity: Identity,
+    pub headers: Headers,
+    pub access: Access,
+    pub log: Log,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Server {
+    pub listen: Vec<String>,
+    pub admin_listen: Option<String>,
+    pub public_url: Option<String>,
+    pub prefix: Option<String>,
+    pub trusted_proxies: Vec<String>,
+    pub tls: Option<Tls>,
+    pub header_read_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Tls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Upstream {
+    pub url: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub pass_host_header: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Oidc {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub extra_authorize_params: BTreeMap<String, String>,
+    pub pkce: Option<bool>,
+    pub clock_skew: Option<String>,
+    pub allowed_algs: Option<Vec<String>>,
+    pub userinfo: Option<bool>,
+    pub http_timeout: Option<String>,
+    pub jwks_min_refresh_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Session {
+    pub cookie_name: Option<String>,
+    pub secrets: Option<String>,
+    pub secrets_file: Option<String>,
+    pub secrets_env: Option<String>,
+    pub absolute_lifetime: Option<String>,
+    pub idle_lifetime: Option<String>,
+    pub cookie_secure: Option<bool>,
+    pub cookie_domain: Option<String>,
+    pub same_site: Option<String>,
+    pub login_lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Assertion {
+    pub signing_keys: Option<String>,
+    pub signing_keys_file: Option<String>,
+    pub signing_keys_env: Option<String>,
+    pub audience: Option<String>,
+    pub lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Identity {
+    pub user_claims: Option<Vec<String>>,
+    pub email_claim: Option<String>,
+    pub role_claim: Option<String>,
+    pub roles: Vec<String>,
+    pub role_map: BTreeMap<String, String>,
+    pub default_role: Option<String>,
+    pub teams_claim: Option<String>,
+    pub allowed_email_domains: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Headers {
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub role: Option<String>,
+    pub teams: Option<String>,
+    pub assertion: Option<String>,
+    pub strip: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Access {
+    pub public_paths: Vec<String>,
+    pub allowed_redirect_hosts: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Log {
+    pub format: Option<String>,
+}

@@ -1,0 +1,1179 @@
+//! `Raw` → `Config`: defaults, parsing of every value into its type, secret loading, and the
+//! cross-key checks. Collects every problem instead of stopping at the first.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use url::Url;
+
+use super::raw::{self, Raw};
+use super::*;
+use crate::keys::{CookieKeys, Secret, SigningKeys};
+
+const ENV_PREFIX: &str = "SIDEGATE_";
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: &str, problem: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.to_string(),
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+}
+
+pub(super) fn load(text: &str, env: &Env, base_dir: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Problems(Vec::new());
+    let mut table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            problems.add(
+                "(file)",
+                format!("not valid TOML: {e}"),
+                "correct the TOML syntax",
+            );
+            return Err(ConfigError {
+                problems: problems.0,
+            });
+        }
+    };
+    apply_env_overrides(&mut table, env, &mut problems);
+
+    let mut unknown = Vec::new();
+    let raw: Raw = {
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut on_unknown);
+        match serde_path_to_error::deserialize(de) {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.add(
+                    &e.path().to_string(),
+                    e.inner().to_string(),
+                    "give the value the documented type (see README, Configuration)",
+                );
+                return Err(ConfigError {
+                    problems: problems.0,
+                });
+            }
+        }
+    };
+    for key in unknown {
+        problems.add(
+            &key,
+            "unknown key",
+            "remove it or correct its spelling (see README, Configuration)",
+        );
+    }
+
+    let config = build(raw, env, base_dir, &mut problems);
+    match config {
+        Some(c) if problems.0.is_empty() => Ok(c),
+        _ => Err(ConfigError {
+            problems: problems.0,
+        }),
+    }
+}
+
+/// `SIDEGATE_SECTION__KEY=value` (and deeper, `SIDEGATE_SERVER__TLS__CERT_FILE`) overrides the
+/// file. Values that look like TOML arrays or booleans are parsed as such, all else is a string.
+fn apply_env_overrides(table: &mut toml::Table, env: &Env, problems: &mut Problems) {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue; // SIDEGATE_CONFIG and friends belong to the command line
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let parsed = if value.starts_with('[') || value == "true" || value == "false" {
+            match format!("v = {value}").parse::<toml::Table>() {
+                Ok(mut t) => t.remove("v").expect("just parsed"),
+                Err(_) => {
+                    problems.add(
+                        name,
+                        "not a valid TOML array or boolean",
+                        "quote strings inside arrays: [\"a\", \"b\"]",
+                    );
+                    continue;
+                }
+            }
+        } else {
+            toml::Value::String(value.clone())
+        };
+        if insert_path(table, &path, parsed).is_err() {
+            problems.add(
+                name,
+                "overrides a value that is not a section",
+                "check the variable's name",
+            );
+        }
+    }
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), ()> {
+    match path {
+        [] => Err(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match table
+            .entry(first.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => insert_path(t, rest, value),
+            _ => Err(()),
+        },
+    }
+}
+
+fn duration(p: &mut Problems, key: &str, value: &Option<String>, default: Duration) -> Duration {
+    match value {
+        None => default,
+        Some(s) => match humantime::parse_duration(s) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                p.add(
+                    key,
+                    format!("`{s}` is not a duration"),
+                    "write it like \"30s\", \"5m\" or \"12h\"",
+                );
+                default
+            }
+        },
+    }
+}
+
+/// Reads a secret from exactly one of `<key>_file` or `<key>_env`; inline values are refused
+/// so secrets never sit in a file that is also shown, diffed or templated.
+fn secret(
+    p: &mut Problems,
+    key: &str,
+    inline: &Option<String>,
+    file: &Option<String>,
+    env_name: &Option<String>,
+    env: &Env,
+    base_dir: &Path,
+) -> Option<String> {
+    if inline.is_some() {
+        p.add(key, "secrets are not accepted inline", format!("put it in a file and set `{key}_file`, or in an environment variable named by `{key}_env`"));
+        return None;
+    }
+    match (file, env_name) {
+        (Some(_), Some(_)) => {
+            p.add(
+                key,
+                "both a file and an env var are given",
+                format!("keep one of `{key}_file` and `{key}_env`"),
+            );
+            None
+        }
+        (Some(f), None) => {
+            let path = base_dir.join(f);
+            match std::fs::read_to_string(&path) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    p.add(
+                        &format!("{key}_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                        "point it at a readable file",
+                    );
+                    None
+                }
+            }
+        }
+        (None, Some(v)) => match env.get(v) {
+            Some(s) if !s.is_empty() => Some(s.clone()),
+            _ => {
+                p.add(
+                    &format!("{key}_env"),
+                    format!("environment variable {v} is not set"),
+                    format!("export {v}, or use `{key}_file`"),
+                );
+                None
+            }
+        },
+        (None, None) => {
+            p.add(
+                key,
+                "missing",
+                format!("set `{key}_file` (a path) or `{key}_env` (a variable name)"),
+            );
+            None
+        }
+    }
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// The origin of a URL as `scheme://host[:port]`, the form `public_url` is kept in.
+pub fn public_origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn origin_url(p: &mut Problems, key: &str, value: &Option<String>, required: bool) -> Option<Url> {
+    let Some(s) = value else {
+        if required {
+            p.add(
+                key,
+                "missing",
+                "set it to an absolute URL like https://app.example.com",
+            );
+        }
+        return None;
+    };
+    match Url::parse(s) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+            if u.path() != "/"
+                || u.query().is_some()
+                || u.fragment().is_some()
+                || !u.username().is_empty()
+                || u.password().is_some()
+            {
+                p.add(
+                    key,
+                    format!("`{s}` has a path, query, fragment or user info"),
+                    "give only scheme://host[:port]",
+                );
+                None
+            } else {
+                Some(u)
+            }
+        }
+        _ => {
+            p.add(
+                key,
+                format!("`{s}` is not an absolute http(s) URL"),
+                "write it like https://app.example.com",
+            );
+            None
+        }
+    }
+}
+
+fn header_name(p: &mut Problems, key: &str, value: &Option<String>, default: &str) -> HeaderName {
+    let s = value.as_deref().unwrap_or(default);
+    match HeaderName::from_str(s) {
+        Ok(h) if !RESERVED_HEADERS.contains(&h.as_str()) => h,
+        Ok(_) => {
+            p.add(
+                key,
+                format!("`{s}` is a header sidegate or HTTP itself manages"),
+                "choose another name, e.g. X-Forwarded-User",
+            );
+            HeaderName::from_static("x-invalid")
+        }
+        Err(_) => {
+            p.add(
+                key,
+                format!("`{s}` is not a valid header name"),
+                "use letters, digits, `-` and `_`",
+            );
+            HeaderName::from_static("x-invalid")
+        }
+    }
+}
+
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "cookie",
+    "set-cookie",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "authorization",
+    "proxy-authorization",
+    "proxy-connection",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+
+fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Config> {
+    let server = build_server(&raw.server, p);
+    let upstream = build_upstream(&raw.upstream, p);
+    let oidc = build_oidc(raw.oidc.as_ref(), env, base_dir, p);
+    let session = build_session(
+        &raw.session,
+        server.as_ref().map(|s| &s.public_url),
+        env,
+        base_dir,
+        p,
+    );
+    let assertion = build_assertion(
+        &raw.assertion,
+        server.as_ref().map(|s| &s.public_url),
+        env,
+        base_dir,
+        p,
+    );
+    let identity = build_identity(&raw.identity, p);
+    let headers = build_headers(&raw.headers, p);
+    let access = build_access(&raw.access, server.as_ref().map(|s| s.prefix.as_str()), p);
+    let log = match raw.log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            p.add(
+                "log.format",
+                format!("`{other}` is not a log format"),
+                "use \"text\" or \"json\"",
+            );
+            LogFormat::Text
+        }
+    };
+    Some(Config {
+        server: server?,
+        upstream: upstream?,
+        oidc: oidc?,
+        session: session?,
+        assertion: assertion?,
+        identity,
+        headers,
+        access,
+        log,
+    })
+}
+
+fn build_server(s: &raw::Server, p: &mut Problems) -> Option<ServerConfig> {
+    let listen_raw = if s.listen.is_empty() {
+        vec!["127.0.0.1:4180".to_string()]
+    } else {
+        s.listen.clone()
+    };
+    let mut listen = Vec::new();
+    for a in &listen_raw {
+        match a.parse::<SocketAddr>() {
+            Ok(addr) => listen.push(addr),
+            Err(_) => p.add(
+                "server.listen",
+                format!("`{a}` is not an address"),
+                "write ip:port, e.g. 0.0.0.0:4180",
+            ),
+        }
+    }
+    let admin_listen = match s.admin_listen.as_deref() {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
+        Some("off") => None,
+        Some(a) => match a.parse::<SocketAddr>() {
+            Ok(addr) if listen.contains(&addr) => {
+                p.add(
+                    "server.admin_listen",
+                    "same address as a public listener",
+                    "give the admin listener its own address",
+                );
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                p.add(
+                    "server.admin_listen",
+                    format!("`{a}` is not an address"),
+                    "write ip:port, e.g. 127.0.0.1:9180, or \"off\"",
+                );
+                None
+            }
+        },
+    };
+    let public_url = origin_url(p, "server.public_url", &s.public_url, true);
+    let prefix = s.prefix.clone().unwrap_or_else(|| "/.sidegate".into());
+    if !prefix.starts_with('/')
+        || prefix.len() < 2
+        || prefix.ends_with('/')
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+        || prefix.contains("//")
+        || prefix.split('/').any(|seg| seg == "." || seg == "..")
+    {
+        p.add(
+            "server.prefix",
+            format!("`{prefix}` is not a plain path prefix"),
+            "use something like /.sidegate (leading /, no trailing /)",
+        );
+    }
+    let mut trusted_proxies = Vec::new();
+    for t in &s.trusted_proxies {
+        match t
+            .parse::<IpNet>()
+            .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => p.add(
+                "server.trusted_proxies",
+                format!("`{t}` is not an address or CIDR"),
+                "write 10.0.0.0/8 or 127.0.0.1",
+            ),
+        }
+    }
+    let tls = match &s.tls {
+        None => None,
+        Some(t) => match (&t.cert_file, &t.key_file) {
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert_file: c.into(),
+                key_file: k.into(),
+            }),
+            _ => {
+                p.add(
+                    "server.tls",
+                    "needs both cert_file and key_file",
+                    "set server.tls.cert_file and server.tls.key_file, or remove [server.tls]",
+                );
+                None
+            }
+        },
+    };
+    let header_read_timeout = duration(
+        p,
+        "server.header_read_timeout",
+        &s.header_read_timeout,
+        Duration::from_secs(10),
+    );
+    let shutdown_grace = duration(
+        p,
+        "server.shutdown_grace",
+        &s.shutdown_grace,
+        Duration::from_secs(30),
+    );
+    Some(ServerConfig {
+        listen,
+        admin_listen,
+        public_url: public_url?,
+        prefix,
+        trusted_proxies,
+        tls,
+        header_read_timeout,
+        shutdown_grace,
+    })
+}
+
+fn build_upstream(u: &raw::Upstream, p: &mut Problems) -> Option<UpstreamConfig> {
+    let url = origin_url(p, "upstream.url", &u.url, true);
+    let connect_timeout = duration(
+        p,
+        "upstream.connect_timeout",
+        &u.connect_timeout,
+        Duration::from_secs(5),
+    );
+    let response_timeout = duration(
+        p,
+        "upstream.response_timeout",
+        &u.response_timeout,
+        Duration::from_secs(60),
+    );
+    Some(UpstreamConfig {
+        url: url?,
+        connect_timeout,
+        response_timeout,
+        pass_host_header: u.pass_host_header.unwrap_or(true),
+    })
+}
+
+fn build_oidc(
+    o: Option<&raw::Oidc>,
+    env: &Env,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<OidcConfig> {
+    let Some(o) = o else {
+        p.add(
+            "oidc",
+            "missing",
+            "add an [oidc] section with issuer, client_id and client_secret_file",
+        );
+        return None;
+    };
+    let issuer = match &o.issuer {
+        None => {
+            p.add(
+                "oidc.issuer",
+                "missing",
+                "set it to the IdP's issuer URL, e.g. https://login.example.com/realms/main",
+            );
+            None
+        }
+        Some(s) => {
+            match Url::parse(s) {
+                Ok(u)
+                    if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_host(&u)) =>
+                {
+                    Some(u)
+                }
+                Ok(_) => {
+                    p.add("oidc.issuer", format!("`{s}` is not https"), "use the https issuer URL (plain http is only allowed on loopback, for tests)");
+                    None
+                }
+                Err(_) => {
+                    p.add(
+                        "oidc.issuer",
+                        format!("`{s}` is not a URL"),
+                        "set it to the IdP's issuer URL",
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let client_id = match &o.client_id {
+        Some(c) if !c.is_empty() => Some(c.clone()),
+        _ => {
+            p.add(
+                "oidc.client_id",
+                "missing",
+                "set it to the client id registered at the IdP",
+            );
+            None
+        }
+    };
+    let client_secret = secret(
+        p,
+        "oidc.client_secret",
+        &o.client_secret,
+        &o.client_secret_file,
+        &o.client_secret_env,
+        env,
+        base_dir,
+    )
+    .map(|s| Secret::new(s.trim().to_string()));
+    let scopes = o
+        .scopes
+        .clone()
+        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        p.add(
+            "oidc.scopes",
+            "does not include `openid`",
+            "add \"openid\" to the list",
+        );
+    }
+    let mut allowed_algs = Vec::new();
+    let alg_names = o.allowed_algs.clone().unwrap_or_else(|| {
+        vec![
+            "RS256".into(),
+            "PS256".into(),
+            "ES256".into(),
+            "EdDSA".into(),
+        ]
+    });
+    for a in &alg_names {
+        match a.as_str() {
+            "RS256" => allowed_algs.push(IdTokenAlg::Rs256),
+            "PS256" => allowed_algs.push(IdTokenAlg::Ps256),
+            "ES256" => allowed_algs.push(IdTokenAlg::Es256),
+            "EdDSA" => allowed_algs.push(IdTokenAlg::EdDsa),
+            other => p.add(
+                "oidc.allowed_algs",
+                format!("`{other}` is not allowed"),
+                "choose among RS256, PS256, ES256, EdDSA (never none or HS*)",
+            ),
+        }
+    }
+    if allowed_algs.is_empty() && alg_names.is_empty() {
+        p.add(
+            "oidc.allowed_algs",
+            "is empty",
+            "leave it out for the default, or list RS256, PS256, ES256 or EdDSA",
+        );
+    }
+    for key in o.extra_authorize_params.keys() {
+        if [
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+        ]
+        .contains(&key.as_str())
+        {
+            p.add(
+                "oidc.extra_authorize_params",
+                format!("`{key}` is set by sidegate itself"),
+                "remove it",
+            );
+        }
+    }
+    let clock_skew = duration(p, "oidc.clock_skew", &o.clock_skew, Duration::from_secs(60));
+    let http_timeout = duration(
+        p,
+        "oidc.http_timeout",
+        &o.http_timeout,
+        Duration::from_secs(10),
+    );
+    let jwks_min_refresh_interval = duration(
+        p,
+        "oidc.jwks_min_refresh_interval",
+        &o.jwks_min_refresh_interval,
+        Duration::from_secs(30),
+    );
+    Some(OidcConfig {
+        issuer: issuer?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        scopes,
+        extra_authorize_params: o
+            .extra_authorize_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        pkce: o.pkce.unwrap_or(true),
+        clock_skew,
+        allowed_algs,
+        userinfo: o.userinfo.unwrap_or(false),
+        http_timeout,
+        jwks_min_refresh_interval,
+    })
+}
+
+fn build_session(
+    s: &raw::Session,
+    public_url: Option<&Url>,
+    env: &Env,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<SessionConfig> {
+    let cookie_name = s.cookie_name.clone().unwrap_or_else(|| "_sidegate".into());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        p.add(
+            "session.cookie_name",
+            format!("`{cookie_name}` is not a plain cookie name"),
+            "use letters, digits, `_`, `-` and `.`",
+        );
+    }
+    let keys = secret(
+        p,
+        "session.secrets",
+        &s.secrets,
+        &s.secrets_file,
+        &s.secrets_env,
+        env,
+        base_dir,
+    )
+    .and_then(|text| {
+        CookieKeys::parse(&text)
+            .map_err(|e| {
+                p.add(
+                    "session.secrets",
+                    e.to_string(),
+                    "one base64 32-byte secret per line; make one with `sidegate keys generate`",
+                )
+            })
+            .ok()
+    });
+    let absolute_lifetime = duration(
+        p,
+        "session.absolute_lifetime",
+        &s.absolute_lifetime,
+        Duration::from_secs(12 * 3600),
+    );
+    let idle_lifetime = duration(
+        p,
+        "session.idle_lifetime",
+        &s.idle_lifetime,
+        Duration::from_secs(3600),
+    );
+    if idle_lifetime > absolute_lifetime {
+        p.add(
+            "session.idle_lifetime",
+            "is longer than session.absolute_lifetime",
+            "make it shorter than the absolute lifetime",
+        );
+    }
+    let login_lifetime = duration(
+        p,
+        "session.login_lifetime",
+        &s.login_lifetime,
+        Duration::from_secs(600),
+    );
+    let plain_http = public_url.is_some_and(|u| u.scheme() == "http");
+    let cookie_secure = match s.cookie_secure {
+        Some(v) => v,
+        None if plain_http => {
+            p.add(
+                "session.cookie_secure",
+                "server.public_url is plain http, so browsers would drop Secure cookies",
+                "use https, or set cookie_secure = false for local development",
+            );
+            true
+        }
+        None => true,
+    };
+    let same_site = match s.same_site.as_deref() {
+        None | Some("lax") => SameSite::Lax,
+        Some("strict") => SameSite::Strict,
+        Some("none") => {
+            if !cookie_secure {
+                p.add(
+                    "session.same_site",
+                    "\"none\" needs Secure cookies",
+                    "set cookie_secure = true or use \"lax\"",
+                );
+            }
+            SameSite::None
+        }
+        Some(o) => {
+            p.add(
+                "session.same_site",
+                format!("`{o}` is not a SameSite value"),
+                "use \"lax\", \"strict\" or \"none\"",
+            );
+            SameSite::Lax
+        }
+    };
+    let cookie_domain = s
+        .cookie_domain
+        .as_ref()
+        .map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+    if let (Some(d), Some(u)) = (&cookie_domain, public_url) {
+        let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+        if host != *d && !host.ends_with(&format!(".{d}")) {
+            p.add(
+                "session.cookie_domain",
+                format!("`{d}` does not cover the public_url host `{host}`"),
+                "use the public host or one of its parent domains",
+            );
+        }
+    }
+    Some(SessionConfig {
+        cookie_name,
+        keys: keys?,
+        absolute_lifetime,
+        idle_lifetime,
+        cookie_secure,
+        cookie_domain,
+        same_site,
+        login_lifetime,
+    })
+}
+
+fn build_assertion(
+    a: &raw::Assertion,
+    public_url: Option<&Url>,
+    env: &Env,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<AssertionConfig> {
+    let keys = secret(
+        p,
+        "assertion.signing_keys",
+        &a.signing_keys,
+        &a.signing_keys_file,
+        &a.signing_keys_env,
+        env,
+        base_dir,
+    )
+    .and_then(|text| {
+        SigningKeys::from_pem(&text)
+            .map_err(|e| {
+                p.add(
+                    "assertion.signing_keys",
+                    e.to_string(),
+                    "use PKCS#8 PEM keys made by `sidegate keys generate`",
+                )
+            })
+            .ok()
+    });
+    let lifetime = duration(
+        p,
+        "assertion.lifetime",
+        &a.lifetime,
+        Duration::from_secs(300),
+    );
+    if lifetime < Duration::from_secs(30) || lifetime > Duration::from_secs(3600) {
+        p.add(
+            "assertion.lifetime",
+            "must be between 30s and 1h",
+            "the default 5m suits most apps",
+        );
+    }
+    let audience = a
+        .audience
+        .clone()
+        .or_else(|| public_url.map(public_origin))
+        .unwrap_or_default();
+    Some(AssertionConfig {
+        keys: keys?,
+        audience,
+        lifetime,
+    })
+}
+
+fn build_identity(i: &raw::Identity, p: &mut Problems) -> IdentityConfig {
+    let default_role = i.default_role.clone().unwrap_or_else(|| "viewer".into());
+    if !i.roles.is_empty() && !i.roles.contains(&default_role) {
+        p.add(
+            "identity.default_role",
+            format!("`{default_role}` is not in identity.roles"),
+            "add it to roles or choose one of them",
+        );
+    }
+    for (from, to) in &i.role_map {
+        if !i.roles.is_empty() && !i.roles.contains(to) {
+            p.add(
+                "identity.role_map",
+                format!("`{from}` maps to `{to}`, which is not in identity.roles"),
+                "map to an allowed role",
+            );
+        }
+    }
+    let mut allowed_email_domains = Vec::new();
+    for d in &i.allowed_email_domains {
+        if d.is_empty() || d.contains('@') || d.contains('/') {
+            p.add(
+                "identity.allowed_email_domains",
+                format!("`{d}` is not a domain"),
+                "write example.com, without @",
+            );
+        } else {
+            allowed_email_domains.push(d.to_ascii_lowercase());
+        }
+    }
+    let user_claims = i
+        .user_claims
+        .clone()
+        .unwrap_or_else(|| vec!["preferred_username".into(), "email".into(), "sub".into()]);
+    if user_claims.is_empty() {
+        p.add(
+            "identity.user_claims",
+            "is empty",
+            "list at least one claim, e.g. [\"email\", \"sub\"]",
+        );
+    }
+    IdentityConfig {
+        user_claims,
+        email_claim: i.email_claim.clone().unwrap_or_else(|| "email".into()),
+        role_claim: i.role_claim.clone().unwrap_or_else(|| "role".into()),
+        roles: i.roles.clone(),
+        role_map: i.role_map.clone(),
+        default_role,
+        teams_claim: i.teams_claim.clone().unwrap_or_else(|| "groups".into()),
+        allowed_email_domains,
+    }
+}
+
+fn build_headers(h: &raw::Headers, p: &mut Problems) -> HeaderConfig {
+    let out = HeaderConfig {
+        user: header_name(p, "headers.user", &h.user, "X-Sidegate-User"),
+        email: header_name(p, "headers.email", &h.email, "X-Sidegate-Email"),
+        role: header_name(p, "headers.role", &h.role, "X-Sidegate-Role"),
+        teams: header_name(p, "headers.teams", &h.teams, "X-Sidegate-Teams"),
+        assertion: header_name(p, "headers.assertion", &h.assertion, "X-Sidegate-Assertion"),
+        strip: h
+            .strip
+            .iter()
+            .map(|s| header_name(p, "headers.strip", &Some(s.clone()), ""))
+            .collect(),
+    };
+    let names = [&out.user, &out.email, &out.role, &out.teams, &out.assertion];
+    let norm: Vec<String> = names.iter().map(|n| n.as_str().replace('_', "-")).collect();
+    for (i, n) in norm.iter().enumerate() {
+        if norm[..i].contains(n) {
+            p.add(
+                "headers",
+                format!("`{n}` is used for two identity fields"),
+                "give each identity header its own name",
+            );
+        }
+    }
+    out
+}
+
+fn build_access(a: &raw::Access, prefix: Option<&str>, p: &mut Problems) -> AccessConfig {
+    let mut public_paths = Vec::new();
+    for path in &a.public_paths {
+        let canonical = path.starts_with('/')
+            && !path.contains("//")
+            && !path.contains(['?', '#', '%', ';', '\\'])
+            && !path.split('/').any(|s| s == "." || s == "..");
+        if !canonical {
+            p.add(
+                "access.public_paths",
+                format!("`{path}` is not a plain absolute path"),
+                "write /static/ (prefix) or /healthz (exact), without %, ;, .. or //",
+            );
+            continue;
+        }
+        if let Some(pre) = prefix {
+            if path == pre
+                || path.starts_with(&format!("{pre}/"))
+                || (path.ends_with('/') && pre.starts_with(path.as_str()))
+            {
+                p.add(
+                    "access.public_paths",
+                    format!("`{path}` overlaps the reserved prefix {pre}"),
+                    "sidegate's own endpoints are never public paths; remove it",
+                );
+                continue;
+            }
+        }
+        if let Some(stem) = path.strip_suffix("/*") {
+            public_paths.push(PathRule::Prefix(format!("{stem}/")));
+        } else if path.ends_with('/') {
+            public_paths.push(PathRule::Prefix(path.clone()));
+        } else {
+            public_paths.push(PathRule::Exact(path.clone()));
+        }
+    }
+    let mut allowed_redirect_hosts = Vec::new();
+    for h in &a.allowed_redirect_hosts {
+        match parse_host_rule(h) {
+            Some(r) => allowed_redirect_hosts.push(r),
+            None => p.add(
+                "access.allowed_redirect_hosts",
+                format!("`{h}` is not a host"),
+                "write app.example.com, app.example.com:8443 or *.example.com",
+            ),
+        }
+    }
+    AccessConfig {
+        public_paths,
+        allowed_redirect_hosts,
+    }
+}
+
+fn parse_host_rule(s: &str) -> Option<HostRule> {
+    let s = s.to_ascii_lowercase();
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, port)) if !h.contains(']') || h.ends_with(']') => {
+            (h.to_string(), Some(port.parse::<u16>().ok()?))
+        }
+        _ => (s.clone(), None),
+    };
+    let valid = |d: &str| {
+        !d.is_empty()
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && !d.starts_with('.')
+            && !d.ends_with('.')
+    };
+    if let Some(domain) = host.strip_prefix("*.") {
+        return valid(domain).then(|| HostRule::Subdomains {
+            domain: domain.to_string(),
+            port,
+        });
+    }
+    valid(&host).then_some(HostRule::Exact { host, port })
+}
+
+/// The effective configuration as TOML text, for `check-config`.
+pub(super) fn describe(c: &Config) -> String {
+    use toml::Value as V;
+    fn s(x: impl ToString) -> V {
+        V::String(x.to_string())
+    }
+    fn d(x: Duration) -> V {
+        V::String(humantime::format_duration(x).to_string())
+    }
+    fn list<T: ToString>(xs: impl IntoIterator<Item = T>) -> V {
+        V::Array(xs.into_iter().map(|x| V::String(x.to_string())).collect())
+    }
+    fn table(entries: Vec<(&str, V)>) -> V {
+        V::Table(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    }
+    let mut root = toml::Table::new();
+    let mut server = vec![
+        ("listen", list(&c.server.listen)),
+        (
+            "admin_listen",
+            s(c.server
+                .admin_listen
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "off".into())),
+        ),
+        ("public_url", s(public_origin(&c.server.public_url))),
+        ("prefix", s(&c.server.prefix)),
+        ("trusted_proxies", list(&c.server.trusted_proxies)),
+        ("header_read_timeout", d(c.server.header_read_timeout)),
+        ("shutdown_grace", d(c.server.shutdown_grace)),
+    ];
+    if let Some(t) = &c.server.tls {
+        server.push((
+            "tls",
+            table(vec![
+                ("cert_file", s(t.cert_file.display())),
+                ("key_file", s(t.key_file.display())),
+            ]),
+        ));
+    }
+    root.insert("server".into(), table(server));
+    root.insert(
+        "upstream".into(),
+        table(vec![
+            ("url", s(public_origin(&c.upstream.url))),
+            ("connect_timeout", d(c.upstream.connect_timeout)),
+            ("response_timeout", d(c.upstream.response_timeout)),
+            ("pass_host_header", V::Boolean(c.upstream.pass_host_header)),
+        ]),
+    );
+    root.insert(
+        "oidc".into(),
+        table(vec![
+            ("issuer", s(&c.oidc.issuer)),
+            ("client_id", s(&c.oidc.client_id)),
+            ("client_secret", s("<redacted>")),
+            ("scopes", list(&c.oidc.scopes)),
+            (
+                "extra_authorize_params",
+                V::Table(
+                    c.oidc
+                        .extra_authorize_params
+                        .iter()
+                        .map(|(k, v)| (k.clone(), s(v)))
+                        .collect(),
+                ),
+            ),
+            ("pkce", V::Boolean(c.oidc.pkce)),
+            ("clock_skew", d(c.oidc.clock_skew)),
+            (
+                "allowed_algs",
+                list(
+                    c.oidc
+                        .allowed_algs
+                        .iter()
+                        .map(|a| format!("{a:?}").to_uppercase().replace("EDDSA", "EdDSA")),
+                ),
+            ),
+            ("userinfo", V::Boolean(c.oidc.userinfo)),
+            ("http_timeout", d(c.oidc.http_timeout)),
+            (
+                "jwks_min_refresh_interval",
+                d(c.oidc.jwks_min_refresh_interval),
+            ),
+        ]),
+    );
+    let mut session = vec![
+        ("cookie_name", s(&c.session.cookie_name)),
+        (
+            "secrets",
+            s(format!("<{} key(s) redacted>", c.session.keys.len())),
+        ),
+        ("absolute_lifetime", d(c.session.absolute_lifetime)),
+        ("idle_lifetime", d(c.session.idle_lifetime)),
+        ("login_lifetime", d(c.session.login_lifetime)),
+        ("cookie_secure", V::Boolean(c.session.cookie_secure)),
+        (
+            "same_site",
+            s(format!("{:?}", c.session.same_site).to_lowercase()),
+        ),
+    ];
+    if let Some(dom) = &c.session.cookie_domain {
+        session.push(("cookie_domain", s(dom)));
+    }
+    root.insert("session".into(), table(session));
+    root.insert(
+        "assertion".into(),
+        table(vec![
+            (
+                "signing_keys",
+                s(format!(
+                    "<{} key(s) redacted; kids {}>",
+                    c.assertion.keys.all().len(),
+                    c.assertion
+                        .keys
+                        .all()
+                        .iter()
+                        .map(|k| k.kid.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            ),
+            ("audience", s(&c.assertion.audience)),
+            ("lifetime", d(c.assertion.lifetime)),
+        ]),
+    );
+    let i = &c.identity;
+    root.insert(
+        "identity".into(),
+        table(vec![
+            ("user_claims", list(&i.user_claims)),
+            ("email_claim", s(&i.email_claim)),
+            ("role_claim", s(&i.role_claim)),
+            ("roles", list(&i.roles)),
+            (
+                "role_map",
+                V::Table(i.role_map.iter().map(|(k, v)| (k.clone(), s(v))).collect()),
+            ),
+            ("default_role", s(&i.default_role)),
+            ("teams_claim", s(&i.teams_claim)),
+            ("allowed_email_domains", list(&i.allowed_email_domains)),
+        ]),
+    );
+    let h = &c.headers;
+    root.insert(
+        "headers".into(),
+        table(vec![
+            ("user", s(&h.user)),
+            ("email", s(&h.email)),
+            ("role", s(&h.role)),
+            ("teams", s(&h.teams)),
+            ("assertion", s(&h.assertion)),
+            ("strip", list(&h.strip)),
+        ]),
+    );
+    root.insert(
+        "access".into(),
+        table(vec![
+            (
+                "public_paths",
+                list(c.access.public_paths.iter().map(|r| match r {
+                    PathRule::Exact(p) | PathRule::Prefix(p) => p.clone(),
+                })),
+            ),
+            (
+                "allowed_redirect_hosts",
+                list(c.access.allowed_redirect_hosts.iter().map(|r| match r {
+                    HostRule::Exact { host, port } => format!(
+                        "{host}{}",
+                        port.map(|p| format!(":{p}")).unwrap_or_default()
+                    ),
+                    HostRule::Subdomains { domain, port } => format!(
+                        "*.{domain}{}",
+                        port.map(|p| format!(":{p}")).unwrap_or_default()
+                    ),
+                })),
+            ),
+        ]),
+    );
+    root.insert(
+        "log".into(),
+        table(vec![(
+            "format",
+            s(if c.log == LogFormat::Json {
+                "json"
+            } else {
+                "text"
+            }),
+        )]),
+    );
+    toml::to_string_pretty(&root).unwrap_or_default()
+}

@@ -1,0 +1,257 @@
+//! Forwarding to the upstream: pooled client, hop-by-hop header removal, `X-Forwarded-*`
+//! written from what `accept` saw, streaming bodies both ways, WebSocket upgrades, and the
+//! upstream failure kinds (502 refused/reset, 504 timeout).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
+
+use crate::config::UpstreamConfig;
+use crate::{Body, BoxError};
+
+/// Where the request came from, as seen by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    /// TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection was TLS.
+    pub tls: bool,
+}
+
+/// Why the upstream could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connection refused, reset, or protocol error.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// No response headers within `upstream.response_timeout`.
+    #[error("upstream timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// The upstream client and its settings.
+pub struct Upstream {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    response_timeout: Duration,
+    pass_host_header: bool,
+    trusted_proxies: Vec<IpNet>,
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+impl Upstream {
+    /// Builds the pooled client for the configured upstream.
+    pub fn new(cfg: &UpstreamConfig, trusted_proxies: Vec<IpNet>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = crate::forward::https_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        let uri: Uri = cfg.url.as_str().parse().expect("validated upstream URL");
+        Upstream {
+            client,
+            scheme: uri.scheme().cloned().expect("validated"),
+            authority: uri.authority().cloned().expect("validated"),
+            response_timeout: cfg.response_timeout,
+            pass_host_header: cfg.pass_host_header,
+            trusted_proxies,
+        }
+    }
+
+    /// Whether `X-Forwarded-*` from this peer may be believed.
+    pub fn is_trusted(&self, peer: SocketAddr) -> bool {
+        let ip = peer.ip().to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Rewrites `X-Forwarded-For/-Proto/-Host` from what sidegate saw; client copies are kept
+    /// (and extended) only from trusted proxies.
+    pub fn set_forwarded(&self, headers: &mut HeaderMap, from: Downstream) {
+        let trusted = self.is_trusted(from.peer);
+        let peer_ip = from.peer.ip().to_canonical().to_string();
+        let xff = HeaderName::from_static("x-forwarded-for");
+        let xfp = HeaderName::from_static("x-forwarded-proto");
+        let xfh = HeaderName::from_static("x-forwarded-host");
+        let (prev_for, prev_proto, prev_host) = if trusted {
+            let join = |n: &HeaderName| {
+                let v: Vec<&str> = headers
+                    .get_all(n)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                (!v.is_empty()).then(|| v.join(", "))
+            };
+            (
+                join(&xff),
+                headers.get(&xfp).cloned(),
+                headers.get(&xfh).cloned(),
+            )
+        } else {
+            (None, None, None)
+        };
+        for n in [&xff, &xfp, &xfh] {
+            headers.remove(n);
+        }
+        if !trusted {
+            headers.remove(header::FORWARDED);
+            headers.remove("x-real-ip");
+        }
+        let for_value = match prev_for {
+            Some(p) => format!("{p}, {peer_ip}"),
+            None => peer_ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&for_value) {
+            headers.insert(xff, v);
+        }
+        let proto = prev_proto.unwrap_or(HeaderValue::from_static(if from.tls {
+            "https"
+        } else {
+            "http"
+        }));
+        headers.insert(xfp, proto);
+        if let Some(h) = prev_host.or_else(|| headers.get(header::HOST).cloned()) {
+            headers.insert(xfh, h);
+        }
+    }
+
+    /// Sends the request upstream and returns its response, streaming both bodies.
+    /// Identity headers must already be set: only hop-by-hop headers are removed here, and
+    /// that happens before the caller adds identity headers (see `pipeline`).
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_11;
+        if !self.pass_host_header || !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let is_upgrade = downstream_upgrade.is_some();
+        let fut = self.client.request(req);
+        let mut resp = match tokio::time::timeout(self.response_timeout, fut).await {
+            Err(_) => return Err(UpstreamError::Timeout(self.response_timeout)),
+            Ok(Err(e)) => return Err(UpstreamError::Unavailable(error_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+        if is_upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let downstream_upgrade = downstream_upgrade.expect("checked");
+            tokio::spawn(async move {
+                let (Ok(down), Ok(up)) = (downstream_upgrade.await, upstream_upgrade.await) else {
+                    tracing::debug!("websocket upgrade did not complete");
+                    return;
+                };
+                let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, crate::empty_body()));
+        }
+        remove_hop_by_hop(resp.headers_mut(), false);
+        Ok(resp.map(|b: Incoming| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+    }
+}
+
+/// An https-or-http connector with the system's trust roots (an empty store if none load,
+/// so https simply fails instead of sidegate refusing to start).
+pub fn https_connector(http: HttpConnector) -> hyper_rustls::HttpsConnector<HttpConnector> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_native_roots() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "no system trust roots; https to upstream/IdP will fail");
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }
+    };
+    builder.https_or_http().enable_http1().wrap_connector(http)
+}
+
+/// True when the request asks for a protocol upgrade (WebSocket).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, including every name listed in `Connection`. With
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive for a WebSocket handshake.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in listed
+        .iter()
+        .map(String::as_str)
+        .chain(HOP_BY_HOP.iter().copied())
+    {
+        if keep_upgrade && (name == "upgrade" || name == "connection") {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,135 @@
+//! The login transaction: state, nonce, PKCE verifier and return URL, kept in a short-lived
+//! sealed cookie bound to the browser that started the login.
+//!
+//! One cookie per transaction (named after a prefix of its state), so logins started in two
+//! tabs do not overwrite each other. A consumed state is remembered until the transaction
+//! would have expired, so a replayed callback is refused even with the cookie.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::session::{request_cookies, unix, Sessions};
+
+const PURPOSE: &[u8] = b"sidegate login v1";
+const NAME_STATE_CHARS: usize = 12;
+
+/// A login in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginTx {
+    /// The `state` sent to the IdP.
+    pub state: String,
+    /// The `nonce` sent to the IdP.
+    pub nonce: String,
+    /// The PKCE verifier, when PKCE is on.
+    pub pkce_verifier: Option<String>,
+    /// Where to go after login (already checked).
+    pub return_to: String,
+    /// When the login started (Unix seconds).
+    pub created: i64,
+}
+
+/// Why a callback's transaction was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// No `state` parameter.
+    #[error("state parameter missing")]
+    StateMissing,
+    /// No login cookie for that state (never started here, other browser, or expired).
+    #[error("no login transaction for this state")]
+    NoTransaction,
+    /// Cookie present but does not open or does not match.
+    #[error("login transaction cookie invalid")]
+    Invalid,
+    /// State differs from the one sealed in the cookie.
+    #[error("state mismatch")]
+    StateMismatch,
+    /// Older than `session.login_lifetime`.
+    #[error("login transaction expired")]
+    Expired,
+    /// This state was already used.
+    #[error("callback replayed")]
+    Replayed,
+}
+
+/// Cookie name of the transaction for `state`.
+fn cookie_name(base: &str, state: &str) -> String {
+    let short: String = state.chars().take(NAME_STATE_CHARS).collect();
+    format!("{base}_login_{short}")
+}
+
+/// Seals a transaction into its cookie.
+pub fn start_cookie(sessions: &Sessions, prefix: &str, tx: &LoginTx) -> HeaderValue {
+    let plain = serde_json::to_vec(tx).expect("tx serializes");
+    let sealed = sessions.seal(PURPOSE, &plain);
+    let base = &sessions.config().cookie_name;
+    sessions.set_cookie(
+        &cookie_name(base, &tx.state),
+        &sealed,
+        Some(sessions.config().login_lifetime),
+        prefix,
+    )
+}
+
+/// Deletes the transaction cookie for `state`.
+pub fn clear_cookie(sessions: &Sessions, prefix: &str, state: &str) -> HeaderValue {
+    sessions.set_cookie(
+        &cookie_name(&sessions.config().cookie_name, state),
+        "",
+        None,
+        prefix,
+    )
+}
+
+/// Remembers consumed states until their transactions would have expired.
+pub struct UsedStates(moka::sync::Cache<String, ()>);
+
+impl UsedStates {
+    /// A cache whose entries live as long as a login transaction.
+    pub fn new(lifetime: Duration) -> Self {
+        UsedStates(
+            moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(lifetime)
+                .build(),
+        )
+    }
+}
+
+/// Finds, opens and checks the transaction for the callback's `state`, and marks it used.
+pub fn take(
+    sessions: &Sessions,
+    used: &UsedStates,
+    headers: &HeaderMap,
+    state: Option<&str>,
+    now: SystemTime,
+) -> Result<LoginTx, TxError> {
+    let state = state
+        .filter(|s| !s.is_empty())
+        .ok_or(TxError::StateMissing)?;
+    let name = cookie_name(&sessions.config().cookie_name, state);
+    let value = request_cookies(headers)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .ok_or(TxError::NoTransaction)?;
+    let plain = sessions
+        .open(PURPOSE, value)
+        .map_err(|_| TxError::Invalid)?;
+    let tx: LoginTx = serde_json::from_slice(&plain).map_err(|_| TxError::Invalid)?;
+    if !bool::from(tx.state.as_bytes().ct_eq(state.as_bytes())) {
+        return Err(TxError::StateMismatch);
+    }
+    if unix(now) - tx.created > sessions.config().login_lifetime.as_secs() as i64 {
+        return Err(TxError::Expired);
+    }
+    let mut fresh = false;
+    used.0.entry(tx.state.clone()).or_insert_with(|| {
+        fresh = true;
+    });
+    if !fresh {
+        return Err(TxError::Replayed);
+    }
+    Ok(tx)
+}

@@ -1,0 +1,188 @@
+//! The `sidegate` binary: reads argv, the environment and the config file, binds the
+//! listeners, wires signals to shutdown, and calls `sidegate::run`. Nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+/// Exit code for configuration errors (EX_USAGE-style, as sysexits' EX_CONFIG family).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "sidegate",
+    version,
+    about = "Authentication sidecar: OIDC login, sealed sessions, signed identity headers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for the default `run` action).
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SIDEGATE_CONFIG",
+        default_value = "sidegate.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the config and print the effective config with secrets redacted.
+    CheckConfig,
+    /// Key material.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a cookie secret and an assertion signing key.
+    Generate {
+        /// Write `cookie-secrets` and `assertion-key.pem` here (mode 0600) instead of stdout.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Ed25519 (EdDSA) instead of P-256 (ES256).
+        #[arg(long)]
+        eddsa: bool,
+    },
+}
+
+fn load(path: &Path) -> Result<sidegate::config::Config, ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "sidegate: cannot read config {}: {e} (fix: pass --config PATH)",
+                path.display()
+            );
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let env: sidegate::config::Env = std::env::vars().collect();
+    let base = path.parent().unwrap_or(Path::new("."));
+    sidegate::config::load(&text, &env, base).map_err(|e| {
+        eprint!("sidegate: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => match load(&cli.config) {
+            Ok(c) => {
+                print!("{}", c.redacted_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Keys {
+            action: KeysAction::Generate { out_dir, eddsa },
+        } => match generate(out_dir.as_deref(), eddsa) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sidegate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            sidegate::telemetry::init(config.log, std::env::var("RUST_LOG").ok().as_deref());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sidegate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: sidegate::config::Config) -> anyhow::Result<()> {
+    let mut public = Vec::new();
+    for addr in &config.server.listen {
+        public.push(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding server.listen {addr}"))?,
+        );
+    }
+    let admin = match config.server.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding server.admin_listen {addr}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin_listen, upstream = %config.upstream.url, "sidegate starting");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested; draining");
+        let _ = tx.send(true);
+    });
+    sidegate::run(sidegate::Listeners { public, admin }, config, rx).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn generate(out_dir: Option<&Path>, eddsa: bool) -> anyhow::Result<()> {
+    let g = sidegate::keys::generate(eddsa);
+    match out_dir {
+        None => {
+            println!(
+                "# cookie secret (session.secrets_file: one per line, first seals)\n{}\n",
+                g.cookie_secret
+            );
+            print!(
+                "# assertion signing key (assertion.signing_keys_file)\n{}",
+                g.signing_key_pem
+            );
+        }
+        Some(dir) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (name, body) in [
+                ("cookie-secrets", format!("{}\n", g.cookie_secret)),
+                ("assertion-key.pem", g.signing_key_pem),
+            ] {
+                let path = dir.join(name);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| {
+                        format!("creating {} (it must not exist yet)", path.display())
+                    })?;
+                std::io::Write::write_all(&mut f, body.as_bytes())?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}

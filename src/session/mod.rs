@@ -1,0 +1,347 @@
+//! Sessions: the versioned payload, its sealed cookie (chunked when large), and the decision
+//! whether a request carries a valid one.
+//!
+//! Stateless by default: everything lives in the AEAD-sealed cookie, so any replica can serve
+//! any request. Only this module knows the cookie names and wire format.
+
+pub mod cookie;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{SameSite, SessionConfig};
+use crate::identity::Identity;
+use crate::keys::random_token;
+pub use cookie::OpenError;
+
+const PURPOSE: &[u8] = b"sidegate session v1";
+/// A browser keeps cookies up to 4096 bytes; stay well below with attributes included.
+const CHUNK: usize = 3800;
+const MAX_CHUNKS: usize = 5;
+
+/// Seconds since the Unix epoch; the one clock representation in session payloads.
+pub fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The session payload as stored in the cookie (version 1). Field names are short on purpose.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PayloadV1 {
+    v: u8,
+    sid: String,
+    iss: String,
+    sub: String,
+    usr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    em: Option<String>,
+    role: String,
+    teams: Vec<String>,
+    iat: i64,
+    exp: i64,
+    idle: i64,
+}
+
+/// A live session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Random id, new at every login (no fixation); keys the assertion cache.
+    pub sid: String,
+    /// Who is logged in.
+    pub identity: Identity,
+    /// When the login happened (Unix seconds).
+    pub issued: i64,
+    /// Absolute end (Unix seconds).
+    pub expires: i64,
+    /// Idle deadline (Unix seconds).
+    pub idle_until: i64,
+}
+
+/// Why a presented session was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// The sealed value did not open.
+    #[error("cookie {0}")]
+    Open(OpenError),
+    /// Opened, but the payload is not a known version or shape.
+    #[error("payload unreadable")]
+    Payload,
+    /// Past its absolute lifetime.
+    #[error("expired")]
+    Expired,
+    /// Unused for longer than the idle lifetime.
+    #[error("idle timeout")]
+    Idle,
+    /// Chunks missing or too many.
+    #[error("chunks inconsistent")]
+    Chunks,
+}
+
+/// The outcome of looking at a request's cookies.
+#[derive(Debug)]
+pub enum Checked {
+    /// A valid session; nothing to write back.
+    Valid(Session),
+    /// A valid session whose idle deadline should move: re-issue the cookie.
+    Touch(Session),
+    /// No session cookie at all.
+    Absent,
+    /// A session cookie that must be ignored, and why.
+    Invalid(Invalid),
+}
+
+/// Session settings plus keys, built once from the config.
+pub struct Sessions {
+    cfg: SessionConfig,
+}
+
+impl Sessions {
+    /// Takes ownership of the session config (keys included).
+    pub fn new(cfg: SessionConfig) -> Self {
+        Sessions { cfg }
+    }
+
+    /// The session settings.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// Reads the session from the request's `Cookie` headers.
+    pub fn check(&self, headers: &HeaderMap, now: SystemTime) -> Checked {
+        let value = match self.read_value(headers) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Checked::Absent,
+            Err(e) => return Checked::Invalid(e),
+        };
+        let plain = match cookie::open(&self.cfg.keys, PURPOSE, &value) {
+            Ok(p) => p,
+            Err(e) => return Checked::Invalid(Invalid::Open(e)),
+        };
+        let p = match serde_json::from_slice::<PayloadV1>(&plain) {
+            Ok(p) if p.v == 1 => p,
+            _ => return Checked::Invalid(Invalid::Payload),
+        };
+        let now = unix(now);
+        if now >= p.exp {
+            return Checked::Invalid(Invalid::Expired);
+        }
+        if now >= p.idle {
+            return Checked::Invalid(Invalid::Idle);
+        }
+        let touch = p.idle - now < (self.cfg.idle_lifetime.as_secs() as i64) / 2 && p.idle < p.exp;
+        let session = Session {
+            sid: p.sid,
+            identity: Identity {
+                issuer: p.iss,
+                subject: p.sub,
+                user: p.usr,
+                email: p.em,
+                role: p.role,
+                teams: p.teams,
+            },
+            issued: p.iat,
+            expires: p.exp,
+            idle_until: p.idle,
+        };
+        if touch {
+            Checked::Touch(session)
+        } else {
+            Checked::Valid(session)
+        }
+    }
+
+    /// The whole sealed value, joined from chunks when needed.
+    fn read_value(&self, headers: &HeaderMap) -> Result<Option<String>, Invalid> {
+        let base = self.cfg.cookie_name.as_str();
+        let mut whole: Option<String> = None;
+        let mut chunks: Vec<Option<String>> = Vec::new();
+        for (name, value) in request_cookies(headers) {
+            if name == base {
+                whole = Some(value.to_string());
+            } else if let Some(n) = name
+                .strip_prefix(base)
+                .and_then(|r| r.strip_prefix('_'))
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                if n >= MAX_CHUNKS {
+                    return Err(Invalid::Chunks);
+                }
+                if chunks.len() <= n {
+                    chunks.resize(n + 1, None);
+                }
+                chunks[n] = Some(value.to_string());
+            }
+        }
+        if whole.is_some() {
+            return Ok(whole);
+        }
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        let mut out = String::new();
+        for c in chunks {
+            out.push_str(&c.ok_or(Invalid::Chunks)?);
+            if out.len() > cookie::MAX_SEALED_LEN {
+                return Err(Invalid::Open(OpenError::Oversized));
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Starts a new session for `identity` (new random id) and returns it with its cookies.
+    pub fn create(&self, identity: Identity, now: SystemTime) -> (Session, Vec<HeaderValue>) {
+        let now = unix(now);
+        let exp = now + self.cfg.absolute_lifetime.as_secs() as i64;
+        let session = Session {
+            sid: random_token::<16>(),
+            identity,
+            issued: now,
+            expires: exp,
+            idle_until: (now + self.cfg.idle_lifetime.as_secs() as i64).min(exp),
+        };
+        let cookies = self.cookies_for(&session);
+        (session, cookies)
+    }
+
+    /// Moves the idle deadline of `session` and returns the cookies that carry it.
+    pub fn touch(&self, mut session: Session, now: SystemTime) -> (Session, Vec<HeaderValue>) {
+        session.idle_until =
+            (unix(now) + self.cfg.idle_lifetime.as_secs() as i64).min(session.expires);
+        let cookies = self.cookies_for(&session);
+        (session, cookies)
+    }
+
+    fn cookies_for(&self, s: &Session) -> Vec<HeaderValue> {
+        let payload = PayloadV1 {
+            v: 1,
+            sid: s.sid.clone(),
+            iss: s.identity.issuer.clone(),
+            sub: s.identity.subject.clone(),
+            usr: s.identity.user.clone(),
+            em: s.identity.email.clone(),
+            role: s.identity.role.clone(),
+            teams: s.identity.teams.clone(),
+            iat: s.issued,
+            exp: s.expires,
+            idle: s.idle_until,
+        };
+        let plain = serde_json::to_vec(&payload).expect("payload serializes");
+        let sealed = cookie::seal(&self.cfg.keys, PURPOSE, &plain);
+        let max_age = Duration::from_secs((s.expires - s.issued).max(0) as u64);
+        let base = &self.cfg.cookie_name;
+        let mut out = Vec::new();
+        if sealed.len() <= CHUNK {
+            out.push(self.set_cookie(base, &sealed, Some(max_age), "/"));
+            for n in 0..MAX_CHUNKS {
+                out.push(self.set_cookie(&format!("{base}_{n}"), "", None, "/"));
+            }
+        } else {
+            out.push(self.set_cookie(base, "", None, "/"));
+            let parts: Vec<&[u8]> = sealed.as_bytes().chunks(CHUNK).collect();
+            for (n, part) in parts.iter().enumerate() {
+                let part = std::str::from_utf8(part).expect("base64 is ascii");
+                out.push(self.set_cookie(&format!("{base}_{n}"), part, Some(max_age), "/"));
+            }
+            for n in parts.len()..MAX_CHUNKS {
+                out.push(self.set_cookie(&format!("{base}_{n}"), "", None, "/"));
+            }
+        }
+        out
+    }
+
+    /// `Set-Cookie` values that remove every session cookie (logout, invalid cookie).
+    pub fn clear(&self) -> Vec<HeaderValue> {
+        let base = &self.cfg.cookie_name;
+        let mut out = vec![self.set_cookie(base, "", None, "/")];
+        for n in 0..MAX_CHUNKS {
+            out.push(self.set_cookie(&format!("{base}_{n}"), "", None, "/"));
+        }
+        out
+    }
+
+    /// A `Set-Cookie` value with sidegate's attributes; `max_age: None` with an empty value
+    /// deletes the cookie.
+    pub fn set_cookie(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: Option<Duration>,
+        path: &str,
+    ) -> HeaderValue {
+        let mut c = ::cookie::Cookie::build((name.to_string(), value.to_string()))
+            .path(path.to_string())
+            .http_only(true)
+            .secure(self.cfg.cookie_secure)
+            .same_site(match self.cfg.same_site {
+                SameSite::Lax => ::cookie::SameSite::Lax,
+                SameSite::Strict => ::cookie::SameSite::Strict,
+                SameSite::None => ::cookie::SameSite::None,
+            });
+        if let Some(d) = &self.cfg.cookie_domain {
+            c = c.domain(d.clone());
+        }
+        c = match max_age {
+            Some(age) => c.max_age(::cookie::time::Duration::seconds(age.as_secs() as i64)),
+            None => c.max_age(::cookie::time::Duration::ZERO),
+        };
+        HeaderValue::from_str(&c.build().to_string()).expect("cookie is a valid header value")
+    }
+
+    /// Seals any value for this deployment (login transactions use their own purpose).
+    pub fn seal(&self, purpose: &[u8], plaintext: &[u8]) -> String {
+        cookie::seal(&self.cfg.keys, purpose, plaintext)
+    }
+
+    /// Opens a value sealed by `seal` with the same purpose.
+    pub fn open(&self, purpose: &[u8], value: &str) -> Result<Vec<u8>, OpenError> {
+        cookie::open(&self.cfg.keys, purpose, value)
+    }
+
+    /// Removes sidegate's own cookies from a request about to go upstream, keeping the app's.
+    pub fn strip_own_cookies(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(COOKIE) {
+            return;
+        }
+        let base = self.cfg.cookie_name.as_str();
+        let mut kept = String::new();
+        let mut changed = false;
+        for (name, value) in request_cookies(headers) {
+            let ours = name == base || name.strip_prefix(base).is_some_and(|r| r.starts_with('_'));
+            if ours {
+                changed = true;
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(name);
+            kept.push('=');
+            kept.push_str(value);
+        }
+        if !changed {
+            return;
+        }
+        headers.remove(COOKIE);
+        if !kept.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&kept) {
+                headers.insert(COOKIE, v);
+            }
+        }
+    }
+}
+
+/// Every `name=value` pair in the request's `Cookie` headers (undecoded, order kept).
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (n, v) = pair.trim().split_once('=')?;
+            Some((n.trim(), v.trim()))
+        })
+}

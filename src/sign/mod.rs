@@ -1,0 +1,203 @@
+//! Signed identity headers: the plain headers for legacy apps plus `X-Sidegate-Assertion`, a
+//! compact JWS the app verifies against `/.sidegate/jwks.json`.
+//!
+//! The assertion for a session is cached (keyed by session id) and reused until it is close
+//! to expiry, so the hot path does not sign every request. Only this module knows the
+//! assertion format. `strip` removes every client-sent look-alike of our header names.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+
+use crate::config::{AssertionConfig, HeaderConfig};
+use crate::identity::Identity;
+use crate::keys::{random_token, SigningAlg};
+use crate::session::{unix, Session};
+
+/// Claims of the assertion (its own versioned shape; `Identity` is not serialized).
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    role: &'a str,
+    teams: &'a [String],
+    idp: &'a str,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    sid: &'a str,
+}
+
+/// Ready-made header values for one session.
+#[derive(Debug)]
+pub struct IdentityHeaders {
+    values: Vec<(HeaderName, HeaderValue)>,
+    assertion: HeaderValue,
+    exp: i64,
+}
+
+impl IdentityHeaders {
+    /// Sets every identity header on `headers` (replacing whatever was there).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (n, v) in &self.values {
+            headers.insert(n.clone(), v.clone());
+        }
+    }
+
+    /// The signed assertion.
+    pub fn assertion(&self) -> &HeaderValue {
+        &self.assertion
+    }
+}
+
+/// Signs assertions and knows the header names.
+pub struct Signer {
+    cfg: AssertionConfig,
+    names: HeaderConfig,
+    issuer: String,
+    strip_set: Vec<String>,
+    jwks: Bytes,
+    cache: moka::sync::Cache<String, Arc<IdentityHeaders>>,
+}
+
+/// Normalized form of a header name for strip decisions: lower case, `_` as `-`.
+fn normalize(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+impl Signer {
+    /// Builds the signer; `issuer` is the public origin.
+    pub fn new(cfg: AssertionConfig, names: HeaderConfig, issuer: String) -> Self {
+        let mut strip_set: Vec<String> = [
+            &names.user,
+            &names.email,
+            &names.role,
+            &names.teams,
+            &names.assertion,
+        ]
+        .into_iter()
+        .chain(names.strip.iter())
+        .map(|n| normalize(n.as_str()))
+        .collect();
+        strip_set.sort();
+        strip_set.dedup();
+        let jwks = serde_json::json!({
+            "keys": cfg.keys.all().iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>()
+        });
+        let ttl = cfg.lifetime.mul_f32(0.8);
+        Signer {
+            names,
+            issuer,
+            strip_set,
+            jwks: Bytes::from(serde_json::to_vec(&jwks).expect("jwks serializes")),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            cfg,
+        }
+    }
+
+    /// Removes every header whose normalized name matches an identity header (any case,
+    /// `_` or `-`, all duplicates).
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                let k = k.as_str();
+                // Cheap pre-check: all identity names are compared normalized.
+                self.strip_set.iter().any(|s| s.len() == k.len())
+                    && self.strip_set.contains(&normalize(k))
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(&name);
+        }
+    }
+
+    /// The identity headers for `session`, from the cache while the assertion is fresh.
+    pub fn identity_headers(&self, session: &Session, now: SystemTime) -> Arc<IdentityHeaders> {
+        let now_s = unix(now);
+        if let Some(h) = self.cache.get(&session.sid) {
+            if h.exp - now_s > (self.cfg.lifetime.as_secs() as i64) / 5 {
+                return h;
+            }
+        }
+        let fresh = Arc::new(self.build(&session.sid, &session.identity, now_s));
+        self.cache.insert(session.sid.clone(), fresh.clone());
+        fresh
+    }
+
+    /// Drops the cached assertion of a session (logout).
+    pub fn forget(&self, sid: &str) {
+        self.cache.invalidate(sid);
+    }
+
+    /// Sessions seen within the assertion lifetime: the "active sessions" estimate.
+    pub fn active_sessions(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    fn build(&self, sid: &str, id: &Identity, now: i64) -> IdentityHeaders {
+        let key = self.cfg.keys.current();
+        let exp = now + self.cfg.lifetime.as_secs() as i64;
+        let claims = AssertionClaims {
+            iss: &self.issuer,
+            aud: &self.cfg.audience,
+            sub: &id.subject,
+            user: &id.user,
+            email: id.email.as_deref(),
+            role: &id.role,
+            teams: &id.teams,
+            idp: &id.issuer,
+            iat: now,
+            exp,
+            jti: random_token::<12>(),
+            sid,
+        };
+        let mut header = jsonwebtoken::Header::new(match key.alg {
+            SigningAlg::Es256 => jsonwebtoken::Algorithm::ES256,
+            SigningAlg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        });
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .expect("signing with a validated key");
+        let hv = |s: &str| {
+            HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+        };
+        let assertion = HeaderValue::from_str(&token).expect("JWS is ascii");
+        let mut values = vec![
+            (self.names.user.clone(), hv(&id.user)),
+            (self.names.role.clone(), hv(&id.role)),
+            (self.names.teams.clone(), hv(&id.teams.join(","))),
+            (self.names.assertion.clone(), assertion.clone()),
+        ];
+        if let Some(e) = &id.email {
+            values.push((self.names.email.clone(), hv(e)));
+        }
+        IdentityHeaders {
+            values,
+            assertion,
+            exp,
+        }
+    }
+
+    /// The public keys as a JWKS document (current and previous keys).
+    pub fn jwks(&self) -> Bytes {
+        self.jwks.clone()
+    }
+
+    /// Assertion lifetime, for cache-control of the JWKS.
+    pub fn lifetime(&self) -> Duration {
+        self.cfg.lifetime
+    }
+}
