@@ -1,0 +1,211 @@
+//! Test harness: an echo upstream, sidegate started in-process on 127.0.0.1:0, the real
+//! `oidc-provider` as a child process, and a small browser (cookie jar + form following).
+
+pub mod browser;
+pub mod op;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sidegate::config::{self, Config};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Key material in a temp dir, as `sidegate keys generate` would write it.
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+}
+
+impl Keys {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let g = sidegate::keys::generate(false);
+        std::fs::write(
+            dir.path().join("cookie-secrets"),
+            format!("{}\n", g.cookie_secret),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("assertion-key.pem"), g.signing_key_pem).unwrap();
+        std::fs::write(dir.path().join("client-secret"), "sidegate-secret\n").unwrap();
+        Keys { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Listeners bound before the config exists, so the public URL is known.
+pub struct Bound {
+    public: TcpListener,
+    admin: TcpListener,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl Bound {
+    pub async fn new() -> Self {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        Bound {
+            public,
+            admin,
+            addr,
+            admin_addr,
+        }
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Builds a sidegate config: the defaults tests rely on plus `extra` TOML appended to the
+/// named sections (`extra` is a map of section → lines).
+pub fn config_text(
+    public_url: &str,
+    upstream: &str,
+    issuer: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let section = |name: &str| {
+        extra
+            .iter()
+            .filter(|(s, _)| *s == name)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        r#"
+[server]
+public_url = "{public_url}"
+{server}
+[upstream]
+url = "{upstream}"
+{upstream_x}
+[oidc]
+issuer = "{issuer}"
+client_id = "sidegate"
+client_secret_file = "client-secret"
+scopes = ["openid", "email", "profile", "roles"]
+jwks_min_refresh_interval = "2s"
+{oidc}
+[session]
+secrets_file = "cookie-secrets"
+cookie_secure = false
+{session}
+[assertion]
+signing_keys_file = "assertion-key.pem"
+{assertion}
+[identity]
+roles = ["admin", "developer", "viewer"]
+default_role = "viewer"
+{identity}
+[headers]
+{headers}
+[access]
+public_paths = ["/public/"]
+{access}
+"#,
+        server = section("server"),
+        upstream_x = section("upstream"),
+        oidc = section("oidc"),
+        session = section("session"),
+        assertion = section("assertion"),
+        identity = section("identity"),
+        headers = section("headers"),
+        access = section("access"),
+    )
+}
+
+pub fn load(text: &str, keys: &Keys) -> Config {
+    match config::load(text, &config::Env::new(), keys.path()) {
+        Ok(c) => c,
+        Err(e) => panic!("test config invalid: {e}"),
+    }
+}
+
+/// A running sidegate; shuts down when dropped.
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sidecar {
+    pub fn start(bound: Bound, config: Config) -> Self {
+        let (stop, rx) = watch::channel(false);
+        let listeners = sidegate::Listeners {
+            public: vec![bound.public],
+            admin: Some(bound.admin),
+        };
+        let task = tokio::spawn(async move {
+            sidegate::run(listeners, config, rx).await.unwrap();
+        });
+        Sidecar {
+            addr: bound.addr,
+            admin_addr: bound.admin_addr,
+            stop,
+            task: Some(task),
+        }
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
+    }
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A session cookie header minted with the deployment's own keys (what a login produces),
+/// for proxy tests that are not about the login itself.
+pub fn session_cookie(text: &str, keys: &Keys, user: &str, role: &str, at: SystemTime) -> String {
+    let cfg = load(text, keys);
+    let sessions = sidegate::session::Sessions::new(cfg.session);
+    let identity = sidegate::identity::Identity {
+        issuer: "http://idp.test".into(),
+        subject: format!("sub-{user}"),
+        user: user.into(),
+        email: Some(format!("{user}@example.test")),
+        role: role.into(),
+        teams: vec!["devs".into(), "ops".into()],
+    };
+    let (_, cookies) = sessions.create(identity, at);
+    cookies
+        .iter()
+        .filter_map(|c| {
+            let s = c.to_str().ok()?;
+            let pair = s.split(';').next()?;
+            let (n, v) = pair.split_once('=')?;
+            (!v.is_empty()).then(|| format!("{n}={v}"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Repo root (for the node test IdP).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A plain HTTP client that never follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// An issuer nothing listens on (port 9 on loopback): discovery fails, proxying still works.
+pub const DEAD_ISSUER: &str = "http://127.0.0.1:9";
