@@ -7,13 +7,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# One list, easy to extend (later: libxml2-dev libxmlsec1-dev libclang1-14
-# libclang-common-14-dev chromium).
+# One list, easy to extend as suites arrive (SAML: libxml2-dev libxmlsec1-dev
+# libclang1-14 libclang-common-14-dev; auth_request: nginx-light; stores:
+# redis-server; first-run browser test: chromium).
 APT_PACKAGES=(
   pkg-config
-  libssl-dev
-  nginx-light
-  redis-server
   curl
   ca-certificates
 )
