@@ -47,7 +47,16 @@ pub(super) fn load(text: &str, env: &Env, base_dir: &Path) -> Result<Config, Con
 
     let mut unknown = Vec::new();
     let raw: Raw = {
-        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let mut on_unknown = |path: serde_ignored::Path<'_>| {
+            // Optional sections show up with a `?` segment (`oidc.?.pcke`): drop it.
+            unknown.push(
+                path.to_string()
+                    .split('.')
+                    .filter(|s| *s != "?")
+                    .collect::<Vec<_>>()
+                    .join("."),
+            )
+        };
         let de = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut on_unknown);
         match serde_path_to_error::deserialize(de) {
             Ok(raw) => raw,
@@ -919,9 +928,10 @@ fn build_access(a: &raw::Access, prefix: Option<&str>, p: &mut Problems) -> Acce
             continue;
         }
         if let Some(pre) = prefix {
+            let path = path.strip_suffix('*').unwrap_or(path);
             if path == pre
                 || path.starts_with(&format!("{pre}/"))
-                || (path.ends_with('/') && pre.starts_with(path.as_str()))
+                || (path.ends_with('/') && pre.starts_with(path))
             {
                 p.add(
                     "access.public_paths",

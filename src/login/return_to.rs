@@ -89,6 +89,9 @@ pub fn check(raw: &str, public_url: &Url, allowed: &[HostRule]) -> Result<Return
     {
         return Err(Refused::UserInfo);
     }
+    if public_url.scheme() == "https" && url.scheme() != "https" {
+        return Err(Refused::Scheme);
+    }
     let host = url.host_str().ok_or(Refused::Host)?.to_ascii_lowercase();
     let port = url.port_or_known_default();
     let public_host = public_url

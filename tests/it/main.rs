@@ -1,1 +1,10 @@
-fn main() {}
+//! The one integration test binary: modules per feature, helpers in `support`.
+
+mod config;
+mod id_token;
+mod lifecycle;
+mod oidc;
+mod proxy;
+mod redirect;
+mod support;
+mod tidy;

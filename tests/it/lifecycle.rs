@@ -1,0 +1,112 @@
+//! Listener behaviour: TLS with HTTP/2 by ALPN, and graceful shutdown that lets in-flight
+//! requests finish while refusing new connections.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::upstream::{header_values, Upstream};
+use crate::support::{
+    client, config_text, load, session_cookie, Bound, Keys, Sidecar, DEAD_ISSUER,
+};
+
+#[tokio::test]
+async fn tls_listener_speaks_http2_and_http1_by_alpn() {
+    let upstream = Upstream::start().await;
+    let bound = Bound::new().await;
+    let keys = Keys::new();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    std::fs::write(keys.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(
+        keys.path().join("key.pem"),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let public = format!("https://{}", bound.addr);
+    let text = config_text(&public, &upstream.url(), DEAD_ISSUER, &[])
+        .replace("cookie_secure = false", "")
+        .replace("[upstream]", &format!("[server.tls]\ncert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n[upstream]", keys.path().display()));
+    let sc = Sidecar::start(bound, load(&text, &keys));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    for (h2, want) in [
+        (true, http::Version::HTTP_2),
+        (false, http::Version::HTTP_11),
+    ] {
+        let b = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_only();
+        let conn = if h2 {
+            b.enable_http2().build()
+        } else {
+            b.enable_http1().build()
+        };
+        let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(h2)
+            .build(conn);
+        let cookie = session_cookie(&text, &keys, "alice", "admin", SystemTime::now());
+        let req = http::Request::get(format!("{public}/app"))
+            .header("cookie", cookie)
+            .body(Empty::new())
+            .unwrap();
+        let resp = c.request(req).await.expect("TLS request");
+        assert_eq!(resp.version(), want);
+        assert_eq!(resp.status(), 200);
+        let echo: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(header_values(&echo, "x-forwarded-proto"), ["https"]);
+        assert_eq!(header_values(&echo, "x-sidegate-user"), ["alice"]);
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
+    let upstream = Upstream::start().await;
+    let bound = Bound::new().await;
+    let keys = Keys::new();
+    let text = config_text(&bound.url(), &upstream.url(), DEAD_ISSUER, &[]);
+    let mut sc = Sidecar::start(bound, load(&text, &keys));
+    let cookie = session_cookie(&text, &keys, "alice", "admin", SystemTime::now());
+    let slow = tokio::spawn({
+        let url = sc.url("/slow");
+        async move {
+            client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sc.shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fresh = reqwest::Client::new()
+        .get(sc.url("/public/x"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(fresh.is_err(), "no new connections after shutdown began");
+    assert_eq!(
+        slow.await.unwrap().expect("in-flight request completes"),
+        200
+    );
+    let task = sc.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("run() returns after draining")
+        .unwrap();
+}
