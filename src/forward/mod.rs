@@ -168,7 +168,7 @@ impl Upstream {
         let fut = self.client.request(req);
         let mut resp = match tokio::time::timeout(self.response_timeout, fut).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout)),
-            Ok(Err(e)) => return Err(UpstreamError::Unavailable(error_chain(&e))),
+            Ok(Err(e)) => return Err(UpstreamError::Unavailable(crate::error::chain(&e))),
             Ok(Ok(r)) => r,
         };
         if is_upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -243,15 +243,4 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -279,3 +279,15 @@ async fn api_requests_get_401_and_browsers_get_302() {
     );
     assert_eq!(w.upstream.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn userinfo_call_at_login_merges_claims_with_matching_sub() {
+    let w = world(&[("oidc", "userinfo = true")]).await;
+    let page = Browser::new()
+        .navigate(&w.sidecar.url("/"), "bob", "bob-pw")
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let echo: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(header_values(&echo, "x-sidegate-user"), ["bob"]);
+    assert_eq!(header_values(&echo, "x-sidegate-role"), ["developer"]);
+}

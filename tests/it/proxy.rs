@@ -525,3 +525,66 @@ async fn admin_listener_serves_health_and_metrics_and_the_public_one_does_not() 
         "health is not served on the public listener"
     );
 }
+
+#[tokio::test]
+async fn rotated_cookie_and_assertion_keys_keep_sessions_valid() {
+    // Before rotation: one cookie key and one assertion key.
+    let old = Keys::new();
+    let upstream = Upstream::start().await;
+    let bound = Bound::new().await;
+    let text = config_text(&bound.url(), &upstream.url(), DEAD_ISSUER, &[]);
+    let before = session_cookie(&text, &old, "alice", "admin", SystemTime::now());
+    // After rotation: a new key is prepended in both files, the old ones stay.
+    let new = Keys::new();
+    let old_secret = std::fs::read_to_string(old.path().join("cookie-secrets")).unwrap();
+    let new_secret = std::fs::read_to_string(new.path().join("cookie-secrets")).unwrap();
+    std::fs::write(
+        new.path().join("cookie-secrets"),
+        format!("{new_secret}{old_secret}"),
+    )
+    .unwrap();
+    let old_pem = std::fs::read_to_string(old.path().join("assertion-key.pem")).unwrap();
+    let new_pem = std::fs::read_to_string(new.path().join("assertion-key.pem")).unwrap();
+    std::fs::write(
+        new.path().join("assertion-key.pem"),
+        format!("{new_pem}{old_pem}"),
+    )
+    .unwrap();
+    let sc = Sidecar::start(bound, load(&text, &new));
+    let r = client()
+        .get(sc.url("/app"))
+        .header("cookie", &before)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "a session sealed with the previous key still opens"
+    );
+    let jwks: serde_json::Value = client()
+        .get(sc.url("/.sidegate/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "current and previous assertion keys are published"
+    );
+    // New sessions are sealed with the new key: a deployment with only the old key rejects them.
+    let after = session_cookie(&text, &new, "bob", "viewer", SystemTime::now());
+    let bound = Bound::new().await;
+    let old_only = Sidecar::start(bound, load(&text, &old));
+    let r = client()
+        .get(old_only.url("/app"))
+        .header("cookie", &after)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -103,7 +103,7 @@ impl Provider {
             .try_get_with((), async {
                 let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
                     .await
-                    .map_err(|e| error_chain(&e))?;
+                    .map_err(|e| crate::error::chain(&e))?;
                 let jwks = metadata.jwks().clone();
                 tracing::info!(issuer = %self.issuer.as_str(), keys = jwks.keys().len(), "IdP discovery and JWKS loaded");
                 Ok::<_, String>(Arc::new(Discovered { metadata, jwks }))
@@ -135,7 +135,7 @@ impl Provider {
                 Some(fresh)
             }
             Err(e) => {
-                tracing::warn!(error = %error_chain(&e), "JWKS refresh failed");
+                tracing::warn!(error = %crate::error::chain(&e), "JWKS refresh failed");
                 None
             }
         }
@@ -227,7 +227,7 @@ impl Provider {
         let token = req
             .request_async(&self.http)
             .await
-            .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
+            .map_err(|e| OidcError::Exchange(crate::error::chain(&e)))?;
         let raw = token.id_token().ok_or(OidcError::NoIdToken)?.to_string();
         let nonce = Nonce::new(nonce.to_string());
         let now: DateTime<Utc> = now.into();
@@ -310,15 +310,4 @@ impl Provider {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
