@@ -1,6 +1,7 @@
 //! The one integration test binary: modules per feature, helpers in `support`.
 
 mod config;
+mod crafted;
 mod id_token;
 mod lifecycle;
 mod oidc;

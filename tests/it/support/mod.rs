@@ -2,6 +2,7 @@
 //! `oidc-provider` as a child process, and a small browser (cookie jar + form following).
 
 pub mod browser;
+pub mod fake_idp;
 pub mod op;
 pub mod upstream;
 
@@ -89,7 +90,7 @@ issuer = "{issuer}"
 client_id = "sidegate"
 client_secret_file = "client-secret"
 scopes = ["openid", "email", "profile", "roles"]
-jwks_min_refresh_interval = "2s"
+jwks_min_refresh_interval = "60s"
 {oidc}
 [session]
 secrets_file = "cookie-secrets"
