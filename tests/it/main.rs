@@ -3,6 +3,7 @@
 mod config;
 mod crafted;
 mod id_token;
+mod identity;
 mod lifecycle;
 mod oidc;
 mod proxy;

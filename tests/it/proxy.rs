@@ -588,3 +588,108 @@ async fn rotated_cookie_and_assertion_keys_keep_sessions_valid() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn large_sessions_are_chunked_and_still_valid() {
+    let w = world(&[]).await;
+    let cfg = load(&w.text, &w.keys);
+    let sessions = sidegate::session::Sessions::new(cfg.session);
+    let teams: Vec<String> = (0..400)
+        .map(|i| format!("team-with-a-long-name-{i:04}"))
+        .collect();
+    let identity = sidegate::identity::Identity {
+        issuer: "http://idp.test".into(),
+        subject: "s".into(),
+        user: "alice".into(),
+        email: None,
+        role: "viewer".into(),
+        teams: teams.clone(),
+    };
+    let (_, set) = sessions.create(identity, SystemTime::now());
+    let pairs: Vec<String> = set
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .filter(|p| !p.ends_with('='))
+        .collect();
+    assert!(
+        pairs.len() >= 3,
+        "a ~13 KB session is split into chunks: {}",
+        pairs.len()
+    );
+    for c in &set {
+        assert!(
+            c.len() < 4096,
+            "each Set-Cookie stays under the browser limit"
+        );
+    }
+    let cookie = pairs.join("; ");
+    let echo: serde_json::Value = w
+        .get("/app", &[("cookie", &cookie)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header_values(&echo, "x-sidegate-teams"), [teams.join(",")]);
+    // A missing chunk is no session.
+    let partial = pairs
+        .iter()
+        .filter(|p| !p.starts_with("_sidegate_1="))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    let r = w
+        .get(
+            "/app",
+            &[("cookie", &partial), ("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn eddsa_assertions_verify_with_an_independent_library() {
+    let upstream = Upstream::start().await;
+    let bound = Bound::new().await;
+    let keys = Keys::new();
+    std::fs::write(
+        keys.path().join("assertion-key.pem"),
+        sidegate::keys::generate(true).signing_key_pem,
+    )
+    .unwrap();
+    let public = bound.url();
+    let text = config_text(
+        &public,
+        &upstream.url(),
+        DEAD_ISSUER,
+        &[("assertion", "audience = \"my-app\"")],
+    );
+    let sc = Sidecar::start(bound, load(&text, &keys));
+    let cookie = session_cookie(&text, &keys, "alice", "admin", SystemTime::now());
+    let echo: serde_json::Value = client()
+        .get(sc.url("/app"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = header_values(&echo, "x-sidegate-assertion").pop().unwrap();
+    let v = crate::support::op::verify_with_jose(
+        &sc.url("/.sidegate/jwks.json"),
+        &token,
+        &public,
+        "my-app",
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["header"]["alg"], "EdDSA");
+    let wrong_aud = crate::support::op::verify_with_jose(
+        &sc.url("/.sidegate/jwks.json"),
+        &token,
+        &public,
+        "other-app",
+    )
+    .await;
+    assert_eq!(wrong_aud["ok"], false);
+}
