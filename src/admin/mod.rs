@@ -17,10 +17,21 @@ use crate::{full_body, Body};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// Every request outcome, created up front so counting allocates nothing.
+const OUTCOMES: [&str; 7] = [
+    "proxied",
+    "public",
+    "own",
+    "redirect_login",
+    "unauthenticated",
+    "upstream_error",
+    "other",
+];
+
 /// Counters and histograms of the public listener.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
+    outcomes: Vec<(&'static str, Counter)>,
     logins: Family<Labels, Counter>,
     upstream_latency: Histogram,
     active_sessions: Gauge,
@@ -45,9 +56,13 @@ impl Default for Metrics {
             "Sessions seen within one assertion lifetime (estimate)",
             active_sessions.clone(),
         );
+        let outcomes = OUTCOMES
+            .iter()
+            .map(|o| (*o, requests.get_or_create(&vec![("outcome", *o)]).clone()))
+            .collect();
         Metrics {
             registry,
-            requests,
+            outcomes,
             logins,
             upstream_latency,
             active_sessions,
@@ -58,9 +73,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one request with its outcome.
     pub fn request(&self, outcome: &'static str) {
-        self.requests
-            .get_or_create(&vec![("outcome", outcome)])
-            .inc();
+        let (_, counter) = self
+            .outcomes
+            .iter()
+            .find(|(o, _)| *o == outcome)
+            .unwrap_or(&self.outcomes[OUTCOMES.len() - 1]);
+        counter.inc();
     }
 
     /// Counts one login attempt.
