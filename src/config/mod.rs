@@ -104,6 +104,18 @@ pub enum IdTokenAlg {
     EdDsa,
 }
 
+impl IdTokenAlg {
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdTokenAlg::Rs256 => "RS256",
+            IdTokenAlg::Ps256 => "PS256",
+            IdTokenAlg::Es256 => "ES256",
+            IdTokenAlg::EdDsa => "EdDSA",
+        }
+    }
+}
+
 /// The OpenID provider and the client registered there.
 #[derive(Debug)]
 pub struct OidcConfig {

@@ -1066,12 +1066,7 @@ pub(super) fn describe(c: &Config) -> String {
             ("clock_skew", d(c.oidc.clock_skew)),
             (
                 "allowed_algs",
-                list(
-                    c.oidc
-                        .allowed_algs
-                        .iter()
-                        .map(|a| format!("{a:?}").to_uppercase().replace("EDDSA", "EdDSA")),
-                ),
+                list(c.oidc.allowed_algs.iter().map(|a| a.name())),
             ),
             ("userinfo", V::Boolean(c.oidc.userinfo)),
             ("http_timeout", d(c.oidc.http_timeout)),

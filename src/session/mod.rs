@@ -6,6 +6,7 @@
 
 pub mod cookie;
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
@@ -154,13 +155,14 @@ impl Sessions {
     }
 
     /// The whole sealed value, joined from chunks when needed.
-    fn read_value(&self, headers: &HeaderMap) -> Result<Option<String>, Invalid> {
+    /// Borrows the value when it is one cookie (the usual case); joins chunks otherwise.
+    fn read_value<'h>(&self, headers: &'h HeaderMap) -> Result<Option<Cow<'h, str>>, Invalid> {
         let base = self.cfg.cookie_name.as_str();
-        let mut whole: Option<String> = None;
-        let mut chunks: Vec<Option<String>> = Vec::new();
+        let mut whole: Option<&'h str> = None;
+        let mut chunks: Vec<Option<&'h str>> = Vec::new();
         for (name, value) in request_cookies(headers) {
             if name == base {
-                whole = Some(value.to_string());
+                whole = Some(value);
             } else if let Some(n) = name
                 .strip_prefix(base)
                 .and_then(|r| r.strip_prefix('_'))
@@ -172,23 +174,23 @@ impl Sessions {
                 if chunks.len() <= n {
                     chunks.resize(n + 1, None);
                 }
-                chunks[n] = Some(value.to_string());
+                chunks[n] = Some(value);
             }
         }
-        if whole.is_some() {
-            return Ok(whole);
+        if let Some(w) = whole {
+            return Ok(Some(Cow::Borrowed(w)));
         }
         if chunks.is_empty() {
             return Ok(None);
         }
         let mut out = String::new();
         for c in chunks {
-            out.push_str(&c.ok_or(Invalid::Chunks)?);
+            out.push_str(c.ok_or(Invalid::Chunks)?);
             if out.len() > cookie::MAX_SEALED_LEN {
                 return Err(Invalid::Open(OpenError::Oversized));
             }
         }
-        Ok(Some(out))
+        Ok(Some(Cow::Owned(out)))
     }
 
     /// Starts a new session for `identity` (new random id) and returns it with its cookies.

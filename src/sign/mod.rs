@@ -6,7 +6,7 @@
 //! assertion format. `strip` removes every client-sent look-alike of our header names.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -39,7 +39,6 @@ struct AssertionClaims<'a> {
 #[derive(Debug)]
 pub struct IdentityHeaders {
     values: Vec<(HeaderName, HeaderValue)>,
-    assertion: HeaderValue,
     exp: i64,
 }
 
@@ -49,11 +48,6 @@ impl IdentityHeaders {
         for (n, v) in &self.values {
             headers.insert(n.clone(), v.clone());
         }
-    }
-
-    /// The signed assertion.
-    pub fn assertion(&self) -> &HeaderValue {
-        &self.assertion
     }
 }
 
@@ -70,6 +64,19 @@ pub struct Signer {
 /// Normalized form of a header name for strip decisions: lower case, `_` as `-`.
 fn normalize(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Whether `name` normalizes to `normalized` (which is already lower case with `-`).
+fn same_normalized(normalized: &str, name: &str) -> bool {
+    normalized.len() == name.len()
+        && normalized.bytes().zip(name.bytes()).all(|(a, b)| {
+            let b = if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            };
+            a == b
+        })
 }
 
 impl Signer {
@@ -106,15 +113,14 @@ impl Signer {
     }
 
     /// Removes every header whose normalized name matches an identity header (any case,
-    /// `_` or `-`, all duplicates).
+    /// `_` or `-`, all duplicates). Compares in place: no allocation unless one matches.
     pub fn strip(&self, headers: &mut HeaderMap) {
         let doomed: Vec<HeaderName> = headers
             .keys()
             .filter(|k| {
-                let k = k.as_str();
-                // Cheap pre-check: all identity names are compared normalized.
-                self.strip_set.iter().any(|s| s.len() == k.len())
-                    && self.strip_set.contains(&normalize(k))
+                self.strip_set
+                    .iter()
+                    .any(|s| same_normalized(s, k.as_str()))
             })
             .cloned()
             .collect();
@@ -179,25 +185,16 @@ impl Signer {
             (self.names.user.clone(), hv(&id.user)),
             (self.names.role.clone(), hv(&id.role)),
             (self.names.teams.clone(), hv(&id.teams.join(","))),
-            (self.names.assertion.clone(), assertion.clone()),
+            (self.names.assertion.clone(), assertion),
         ];
         if let Some(e) = &id.email {
             values.push((self.names.email.clone(), hv(e)));
         }
-        IdentityHeaders {
-            values,
-            assertion,
-            exp,
-        }
+        IdentityHeaders { values, exp }
     }
 
     /// The public keys as a JWKS document (current and previous keys).
     pub fn jwks(&self) -> Bytes {
         self.jwks.clone()
-    }
-
-    /// Assertion lifetime, for cache-control of the JWKS.
-    pub fn lifetime(&self) -> Duration {
-        self.cfg.lifetime
     }
 }

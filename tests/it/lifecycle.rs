@@ -31,7 +31,7 @@ async fn tls_listener_speaks_http2_and_http1_by_alpn() {
     let text = config_text(&public, &upstream.url(), DEAD_ISSUER, &[])
         .replace("cookie_secure = false", "")
         .replace("[upstream]", &format!("[server.tls]\ncert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n[upstream]", keys.path().display()));
-    let sc = Sidecar::start(bound, load(&text, &keys));
+    let _sidecar = Sidecar::start(bound, load(&text, &keys));
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();

@@ -93,10 +93,7 @@ pub fn verify(
         .unwrap_or("")
         .to_string();
     let allowed: Vec<CoreJwsSigningAlgorithm> = expect.algs.iter().copied().map(alg).collect();
-    let alg_ok = expect
-        .algs
-        .iter()
-        .any(|a| serde_plain_name(*a) == header_alg);
+    let alg_ok = expect.algs.iter().any(|a| a.name() == header_alg);
     if !alg_ok {
         return Err(IdTokenError::Alg(header_alg));
     }
@@ -153,15 +150,6 @@ pub fn verify(
         _ => return Err(IdTokenError::Azp),
     }
     Ok(claims)
-}
-
-fn serde_plain_name(a: IdTokenAlg) -> &'static str {
-    match a {
-        IdTokenAlg::Rs256 => "RS256",
-        IdTokenAlg::Ps256 => "PS256",
-        IdTokenAlg::Es256 => "ES256",
-        IdTokenAlg::EdDsa => "EdDSA",
-    }
 }
 
 /// Decodes the JOSE header (0) or payload (1) of a compact JWS as a JSON object.

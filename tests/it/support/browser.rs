@@ -11,7 +11,6 @@ use url::Url;
 pub struct Page {
     pub url: String,
     pub status: u16,
-    pub headers: HeaderMap,
     pub body: String,
 }
 
@@ -100,19 +99,6 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
-        let u = Url::parse(url).unwrap();
-        self.jar.get(&origin(&u))?.get(name).cloned()
-    }
-
-    pub fn set_cookie_raw(&mut self, url: &str, name: &str, value: &str) {
-        let u = Url::parse(url).unwrap();
-        self.jar
-            .entry(origin(&u))
-            .or_default()
-            .insert(name.into(), value.into());
-    }
-
     fn store(&mut self, url: &Url, headers: &HeaderMap) {
         let jar = self.jar.entry(origin(url)).or_default();
         for v in headers.get_all(SET_COOKIE) {
@@ -181,16 +167,10 @@ impl Browser {
                 .get("content-type")
                 .is_some_and(|c| c.to_str().unwrap().contains("html"));
             let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
             let body = resp.text().await.unwrap();
             let form = if is_html { parse_form(&body) } else { None };
             let Some(form) = form else {
-                return Page {
-                    url,
-                    status,
-                    headers,
-                    body,
-                };
+                return Page { url, status, body };
             };
             let mut fields = form.fields;
             for (k, v) in fields.iter_mut() {

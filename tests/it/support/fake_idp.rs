@@ -5,7 +5,6 @@
 //! `oidc.rs` against npm `oidc-provider`.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +24,6 @@ use tokio::net::TcpListener;
 /// A P-256 key with its kid.
 #[derive(Clone)]
 pub struct TestKey {
-    pub kid: String,
     pkcs8: Vec<u8>,
     pub jwk: Value,
 }
@@ -41,7 +39,6 @@ impl TestKey {
         let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
             "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65])});
         TestKey {
-            kid: kid.into(),
             pkcs8: doc.as_ref().to_vec(),
             jwk,
         }
@@ -74,7 +71,6 @@ pub struct State {
 }
 
 pub struct FakeIdp {
-    pub addr: SocketAddr,
     pub state: Arc<State>,
 }
 
@@ -103,7 +99,7 @@ impl FakeIdp {
                 });
             }
         });
-        FakeIdp { addr, state }
+        FakeIdp { state }
     }
 
     pub fn issuer(&self) -> String {
