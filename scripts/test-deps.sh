@@ -9,11 +9,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # One list, easy to extend as suites arrive (SAML: libxml2-dev libxmlsec1-dev
 # libclang1-14 libclang-common-14-dev; auth_request: nginx-light; stores:
-# redis-server; first-run browser test: chromium).
+# redis-server). chromium: the first-run browser test (tests/browser).
 APT_PACKAGES=(
   pkg-config
   curl
   ca-certificates
+  chromium
 )
 
 log() { printf '[test-deps] %s\n' "$*" >&2; }
@@ -73,23 +74,29 @@ else
   log "Debian packages present: ${APT_PACKAGES[*]}"
 fi
 
-# ---- test OpenID Provider (npm, pinned) ----------------------------------------
-IDP="$ROOT/tests/idp"
-[[ -f $IDP/package-lock.json ]] || die "missing $IDP/package-lock.json"
-command -v node >/dev/null 2>&1 || die "node not found (Node.js >= 20 needed for tests/idp)"
-command -v npm >/dev/null 2>&1 || die "npm not found (needed to install tests/idp)"
+# ---- npm packages (pinned): the test OpenID Provider, the browser driver --------
+command -v node >/dev/null 2>&1 || die "node not found (Node.js >= 20 needed for tests/idp and tests/browser)"
+command -v npm >/dev/null 2>&1 || die "npm not found (needed to install tests/idp and tests/browser)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-((node_major >= 20)) || die "Node.js $(node --version) is too old: tests/idp needs >= 20"
+((node_major >= 20)) || die "Node.js $(node --version) is too old: the test tools need >= 20"
 
-marker="$IDP/node_modules/oidc-provider/package.json"
-if [[ ! -f $marker || $IDP/package-lock.json -nt $marker ]]; then
-  log "npm ci in tests/idp"
-  (cd "$IDP" && npm ci --no-audit --no-fund >"$LOG_DIR/npm.log" 2>&1) \
-    || die "npm ci in tests/idp failed, see $LOG_DIR/npm.log: $(tail -5 "$LOG_DIR/npm.log")"
-  [[ -f $marker ]] || die "npm ci finished but $marker is missing"
-  # npm ci keeps the files' own mtimes: mark the install as newer than the lock
-  touch "$marker"
-else
-  log "tests/idp/node_modules up to date"
-fi
+# npm_ci DIR MARKER_PACKAGE: `npm ci` in DIR unless node_modules is newer than the lock.
+npm_ci() {
+  local dir="$ROOT/$1" marker="$ROOT/$1/node_modules/$2/package.json" name
+  name=$(basename "$1")
+  [[ -f $dir/package-lock.json ]] || die "missing $dir/package-lock.json"
+  if [[ ! -f $marker || $dir/package-lock.json -nt $marker ]]; then
+    log "npm ci in $1"
+    (cd "$dir" && npm ci --no-audit --no-fund >"$LOG_DIR/npm-$name.log" 2>&1) \
+      || die "npm ci in $1 failed, see $LOG_DIR/npm-$name.log: $(tail -5 "$LOG_DIR/npm-$name.log")"
+    [[ -f $marker ]] || die "npm ci finished but $marker is missing"
+    # npm ci keeps the files' own mtimes: mark the install as newer than the lock
+    touch "$marker"
+  else
+    log "$1/node_modules up to date"
+  fi
+}
+npm_ci tests/idp oidc-provider
+npm_ci tests/browser playwright-core
+[[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium is missing after installing the chromium package"
 log "ok"

@@ -148,6 +148,18 @@ pub struct SigningKey {
     pub public_jwk: serde_json::Value,
 }
 
+impl SigningKey {
+    /// A JWS header naming this key's algorithm and `kid`, for `jsonwebtoken::encode`.
+    pub fn jwt_header(&self) -> jsonwebtoken::Header {
+        let mut h = jsonwebtoken::Header::new(match self.alg {
+            SigningAlg::Es256 => jsonwebtoken::Algorithm::ES256,
+            SigningAlg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        });
+        h.kid = Some(self.kid.clone());
+        h
+    }
+}
+
 /// Ordered assertion keys: `keys[0]` signs, all are published.
 pub struct SigningKeys {
     keys: Vec<SigningKey>,

@@ -5,7 +5,9 @@
 //! # Layout (the request's path)
 //! `accept` → `pipeline` → `route` → `session` → `login` (`oidc`) → `identity` → `sign` →
 //! `forward`; `admin` serves health and metrics on its own listener; `config` parses once at
-//! start-up; `keys` holds secrets; `error` is the one rescue into responses.
+//! start-up; `keys` holds secrets; `error` is the one rescue into responses. `dev` is the
+//! `sidegate dev` mode (development IdP + echo app around an unchanged `run`); nothing else
+//! refers to it.
 //!
 //! # Invariants
 //! - Only `route` matches paths; only `session` knows the cookie wire format; only `sign`
@@ -17,6 +19,7 @@
 pub mod accept;
 pub mod admin;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod forward;
 pub mod identity;

@@ -37,11 +37,30 @@ enum Command {
     Run,
     /// Validate the config and print the effective config with secrets redacted.
     CheckConfig,
+    /// Development mode: sidegate + an embedded development IdP + an echo app on 127.0.0.1,
+    /// with fresh keys. Never for production.
+    Dev {
+        /// sidegate's port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 4180)]
+        port: u16,
+        /// Protect your own app at this URL instead of the echo app.
+        #[arg(long)]
+        upstream: Option<url::Url>,
+        /// Which development IdPs to start.
+        #[arg(long, value_enum, default_value_t = DevProtocol::Oidc)]
+        protocol: DevProtocol,
+    },
     /// Key material.
     Keys {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DevProtocol {
+    /// The development OpenID provider.
+    Oidc,
 }
 
 #[derive(Subcommand)]
@@ -101,19 +120,67 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             sidegate::telemetry::init(config.log, std::env::var("RUST_LOG").ok().as_deref());
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            match rt.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sidegate: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(serve(config))
+        }
+        Command::Dev {
+            port,
+            upstream,
+            protocol,
+        } => {
+            sidegate::telemetry::init(
+                sidegate::config::LogFormat::Text,
+                std::env::var("RUST_LOG").ok().as_deref(),
+            );
+            let opts = sidegate::dev::Options {
+                port,
+                upstream,
+                protocol: match protocol {
+                    DevProtocol::Oidc => sidegate::dev::Protocol::Oidc,
+                },
+            };
+            block_on(async move {
+                let announce = |line: &str| {
+                    use std::io::Write as _;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                };
+                sidegate::dev::run(opts, shutdown_on_signal(), announce).await?;
+                tracing::info!("stopped");
+                Ok(())
+            })
         }
     }
+}
+
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sidegate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A channel that flips to true on SIGTERM or Ctrl-C.
+fn shutdown_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested; draining");
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 async fn serve(config: sidegate::config::Config) -> anyhow::Result<()> {
@@ -134,18 +201,12 @@ async fn serve(config: sidegate::config::Config) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin_listen, upstream = %config.upstream.url, "sidegate starting");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutdown requested; draining");
-        let _ = tx.send(true);
-    });
-    sidegate::run(sidegate::Listeners { public, admin }, config, rx).await?;
+    sidegate::run(
+        sidegate::Listeners { public, admin },
+        config,
+        shutdown_on_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::{AssertionConfig, HeaderConfig};
 use crate::identity::Identity;
-use crate::keys::{random_token, SigningAlg};
+use crate::keys::random_token;
 use crate::session::{unix, Session};
 
 /// Claims of the assertion (its own versioned shape; `Identity` is not serialized).
@@ -170,11 +170,7 @@ impl Signer {
             jti: random_token::<12>(),
             sid,
         };
-        let mut header = jsonwebtoken::Header::new(match key.alg {
-            SigningAlg::Es256 => jsonwebtoken::Algorithm::ES256,
-            SigningAlg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
-        });
-        header.kid = Some(key.kid.clone());
+        let header = key.jwt_header();
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
             .expect("signing with a validated key");
         let hv = |s: &str| {

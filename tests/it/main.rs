@@ -2,6 +2,8 @@
 
 mod config;
 mod crafted;
+mod dev;
+mod first_run;
 mod id_token;
 mod identity;
 mod lifecycle;

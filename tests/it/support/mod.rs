@@ -2,6 +2,7 @@
 //! `oidc-provider` as a child process, and a small browser (cookie jar + form following).
 
 pub mod browser;
+pub mod dev;
 pub mod fake_idp;
 pub mod op;
 pub mod upstream;
