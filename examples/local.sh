@@ -8,6 +8,12 @@ RUN=.run/local
 rm -rf "$RUN" && mkdir -p "$RUN"
 PORT=${PORT:-4180}
 command -v node >/dev/null || { echo "node is required" >&2; exit 1; }
+log() { printf '[local] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+ROOT=$PWD
+# shellcheck source=../scripts/lib/deps.sh
+source scripts/lib/deps.sh
+apt_ensure "${BUILD_PACKAGES[@]}"
 [[ -f tests/idp/node_modules/oidc-provider/package.json ]] || (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
 cargo build --release --quiet
 target/release/sidegate keys generate --out-dir "$RUN" 2>/dev/null

@@ -1,78 +1,44 @@
 #!/usr/bin/env bash
 # Install what sidegate's test suite needs beyond Rust, idempotently, on a
 # fresh Debian 12 machine (run as root; needs apt, Node 20 + npm):
-#   - Debian packages in APT_PACKAGES (skipped when `dpkg -s` finds them)
-#   - tests/idp/node_modules (npm ci, from the pinned package-lock.json)
+#   - Debian packages: BUILD_PACKAGES (scripts/lib/deps.sh) and APT_PACKAGES
+#     (skipped when `dpkg -s` finds them)
+#   - tests/idp and tests/browser node_modules (npm ci, pinned lock files)
 # Logs go to stderr; any failure exits non-zero with the reason.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# One list, easy to extend as suites arrive (SAML: libxml2-dev libxmlsec1-dev
-# libclang1-14 libclang-common-14-dev; auth_request: nginx-light; stores:
-# redis-server). chromium: the first-run browser test (tests/browser).
+# shellcheck source=lib/deps.sh
+source "$ROOT/scripts/lib/deps.sh"
+
+# What the tests need beyond building, easy to extend as suites arrive
+# (stores: redis-server).
 APT_PACKAGES=(
-  pkg-config
   curl
   ca-certificates
+  # The first-run browser test (tests/browser).
   chromium
+  # nginx: the auth_request tests; listed before simplesamlphp so it satisfies
+  # simplesamlphp's `apache2 | httpd` dependency instead of apache2.
+  nginx-light
+  # The SAML IdP (tests/saml-idp): simplesamlphp under `php -S` (php8.2-cli is
+  # only Recommended by it), php8.2-xml for DOM, openssl for its key; php8.2-cgi
+  # satisfies php8.2's SAPI dependency without mod_php and Apache.
+  openssl
+  php8.2-cli
+  php8.2-cgi
+  php8.2-xml
+  simplesamlphp
 )
 
 log() { printf '[test-deps] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-LOG_DIR="$ROOT/.run/test-deps"
+LOG_DIR="$ROOT/.run/deps"
 mkdir -p "$LOG_DIR"
-APT_LOG="$LOG_DIR/apt.log"
 
 # ---- Debian packages ----------------------------------------------------------
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-
-POLICY=/usr/sbin/policy-rc.d
-made_policy=0
-cleanup_policy() { if ((made_policy)); then rm -f "$POLICY"; made_policy=0; fi; }
-trap cleanup_policy EXIT
-
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >>"$APT_LOG" 2>&1
-}
-apt_update() {
-  log "apt-get update"
-  DEBIAN_FRONTEND=noninteractive apt-get update >>"$APT_LOG" 2>&1
-}
-
-if ((${#missing[@]})); then
-  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install by hand: ${missing[*]}"
-  [[ $(id -u) -eq 0 ]] || die "missing packages (${missing[*]}) and not root: run as root or install them"
-  log "installing Debian packages: ${missing[*]} (log: $APT_LOG)"
-  : >"$APT_LOG"
-  # Keep the packages' postinst from starting system nginx/redis: the tests
-  # start their own instances on ephemeral loopback ports.
-  if [[ ! -e $POLICY ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$POLICY"
-    chmod +x "$POLICY"
-    made_policy=1
-  fi
-  # A fresh image may have empty package lists: update first then; otherwise
-  # only when the first attempt fails (stale lists).
-  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-    apt_update || die "apt-get update failed, see $APT_LOG: $(tail -3 "$APT_LOG")"
-  fi
-  if ! apt_install; then
-    log "apt-get install failed, refreshing the package lists and retrying"
-    apt_update || die "apt-get update failed, see $APT_LOG: $(tail -3 "$APT_LOG")"
-    apt_install || die "apt-get install ${missing[*]} failed, see $APT_LOG: $(tail -5 "$APT_LOG")"
-  fi
-  cleanup_policy
-  for p in "${missing[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || die "package $p still not installed after apt-get install (see $APT_LOG)"
-  done
-  log "Debian packages installed"
-else
-  log "Debian packages present: ${APT_PACKAGES[*]}"
-fi
+apt_ensure "${BUILD_PACKAGES[@]}" "${APT_PACKAGES[@]}"
 
 # ---- npm packages (pinned): the test OpenID Provider, the browser driver --------
 command -v node >/dev/null 2>&1 || die "node not found (Node.js >= 20 needed for tests/idp and tests/browser)"

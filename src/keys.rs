@@ -49,6 +49,9 @@ pub enum KeyError {
     /// A PEM block that is not a PKCS#8 P-256 or Ed25519 private key.
     #[error("key {index}: {problem}")]
     BadSigningKey { index: usize, problem: String },
+    /// The SAML SP key or certificate is unusable.
+    #[error("{0}")]
+    SamlSp(String),
 }
 
 /// One cookie sealing key with its short id, so opening does not try every key.
@@ -302,5 +305,45 @@ pub fn generate(eddsa: bool) -> Generated {
     Generated {
         cookie_secret: STANDARD.encode(random_bytes::<32>()),
         signing_key_pem: pem,
+    }
+}
+
+/// The SAML service provider's key pair: the private key signs AuthnRequests and
+/// LogoutRequests and decrypts `EncryptedAssertion`s; the certificate is published in the
+/// SP metadata.
+pub struct SamlSpKey {
+    /// The private key (RSA or EC), as xmlsec takes it.
+    pub key: openssl::pkey::PKey<openssl::pkey::Private>,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+}
+
+impl SamlSpKey {
+    /// Parses a PEM private key (PKCS#8 or PKCS#1) and a PEM certificate, and checks that
+    /// they belong together.
+    pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<Self, KeyError> {
+        let bad = KeyError::SamlSp;
+        let key = openssl::pkey::PKey::private_key_from_pem(key_pem.as_bytes())
+            .map_err(|e| bad(format!("unreadable SP private key: {e}")))?;
+        let cert = openssl::x509::X509::from_pem(cert_pem.as_bytes())
+            .map_err(|e| bad(format!("unreadable SP certificate: {e}")))?;
+        let public = cert
+            .public_key()
+            .map_err(|e| bad(format!("SP certificate without a public key: {e}")))?;
+        if !key.public_eq(&public) {
+            return Err(bad(
+                "the SP certificate is not for the SP private key".into()
+            ));
+        }
+        let cert_der = cert
+            .to_der()
+            .map_err(|e| bad(format!("SP certificate: {e}")))?;
+        Ok(SamlSpKey { key, cert_der })
+    }
+}
+
+impl fmt::Debug for SamlSpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<SAML SP key, private part redacted>")
     }
 }

@@ -70,6 +70,9 @@ pub enum RunError {
     /// TLS files unusable.
     #[error(transparent)]
     Tls(#[from] accept::TlsError),
+    /// The SAML service provider could not be set up.
+    #[error(transparent)]
+    Saml(#[from] login::saml::SetupError),
 }
 
 /// Runs sidegate on the given listeners until `shutdown` flips to true, then drains.
@@ -88,8 +91,12 @@ pub async fn run(
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
     };
-    let cx = Arc::new(pipeline::Context::new(config));
-    let discovery = tokio::spawn(cx.login.provider.clone().load_with_retry());
+    let cx = Arc::new(pipeline::Context::new(config)?);
+    let discovery = cx
+        .login
+        .oidc
+        .clone()
+        .map(|p| tokio::spawn(p.load_with_retry()));
 
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners.public {
@@ -112,6 +119,8 @@ pub async fn run(
         tasks.spawn(accept::serve(l, None, opts, handler, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
-    discovery.abort();
+    if let Some(d) = discovery {
+        d.abort();
+    }
     Ok(())
 }

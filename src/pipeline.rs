@@ -43,17 +43,27 @@ pub struct Context {
 
 impl Context {
     /// Builds every stage from the validated config.
-    pub fn new(cfg: Config) -> Self {
+    pub fn new(cfg: Config) -> Result<Self, login::saml::SetupError> {
         let origin = crate::config::public_origin(&cfg.server.public_url);
         let prefix = cfg.server.prefix.clone();
         let redirect = format!("{origin}{prefix}/oidc/callback");
         let used = login::state::UsedStates::new(cfg.session.login_lifetime);
-        Context {
+        let saml = match cfg.saml {
+            Some(s) => Some(Arc::new(login::saml::Saml::new(
+                s,
+                login::saml::SpUrls::new(&origin, &prefix),
+            )?)),
+            None => None,
+        };
+        Ok(Context {
             routes: Routes::new(prefix, cfg.access.public_paths.clone()),
             access: cfg.access,
             identity: cfg.identity,
             login: Login {
-                provider: Arc::new(login::oidc::Provider::new(cfg.oidc, redirect)),
+                oidc: cfg
+                    .oidc
+                    .map(|o| Arc::new(login::oidc::Provider::new(o, redirect))),
+                saml,
                 used,
             },
             signer: Signer::new(cfg.assertion, cfg.headers, origin),
@@ -61,7 +71,7 @@ impl Context {
             sessions: Sessions::new(cfg.session),
             public_url: cfg.server.public_url,
             metrics: Metrics::default(),
-        }
+        })
     }
 }
 
@@ -73,6 +83,11 @@ pub async fn handle(cx: &Context, req: Request<Incoming>, from: Downstream) -> R
     cx.signer.strip(req.headers_mut());
 
     match cx.routes.classify(req.uri().path()) {
+        // The one own endpoint with a body: the IdP's POST (read with a size cap).
+        Endpoint::Own(Own::SamlAcs) => {
+            cx.metrics.request("own");
+            return login::saml_acs(cx, req, now).await;
+        }
         Endpoint::Own(own) => return own_endpoint(cx, own, &without_body(req), now).await,
         Endpoint::Public => return forward(cx, req, from, None, "public").await,
         Endpoint::Protected => {}
@@ -109,6 +124,9 @@ async fn own_endpoint(
     match own {
         Own::Start => login::start(cx, req).await,
         Own::OidcCallback => login::callback(cx, req, now).await,
+        Own::SamlMetadata => login::saml_metadata(cx, req),
+        Own::SamlLogin => login::saml_login(cx, req).await,
+        Own::SamlAcs => unreachable!("handled with its body in `handle`"),
         Own::Logout => login::logout(cx, req, now),
         Own::Userinfo => login::userinfo(cx, req, now),
         Own::Jwks => login::jwks(cx),

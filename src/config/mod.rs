@@ -32,8 +32,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// The protected app.
     pub upstream: UpstreamConfig,
-    /// The OpenID provider.
-    pub oidc: OidcConfig,
+    /// The OpenID provider, if OIDC login is enabled.
+    pub oidc: Option<OidcConfig>,
+    /// The SAML IdP and this service provider, if SAML login is enabled.
+    pub saml: Option<SamlConfig>,
     /// Session cookie settings and sealing keys.
     pub session: SessionConfig,
     /// The signed assertion sent upstream.
@@ -141,6 +143,66 @@ pub struct OidcConfig {
     pub http_timeout: Duration,
     /// At most one JWKS refresh per this interval when an unknown `kid` shows up.
     pub jwks_min_refresh_interval: Duration,
+}
+
+/// The SAML 2.0 identity provider and sidegate as its service provider.
+#[derive(Debug)]
+pub struct SamlConfig {
+    /// The IdP as its metadata describes it (entity ID, endpoints, pinned certificates).
+    pub idp: crate::login::saml::IdpMetadata,
+    /// Our entity ID (default: the SP metadata URL).
+    pub sp_entity_id: String,
+    /// Key and certificate for signing requests and decrypting assertions.
+    pub sp_key: Option<crate::keys::SamlSpKey>,
+    /// Sign AuthnRequests (Redirect binding signature); needs `sp_key`.
+    pub sign_authn_requests: bool,
+    /// NameID format requested in the AuthnRequest.
+    pub name_id_format: Option<String>,
+    /// Which attributes hold the user, email, role and teams.
+    pub attributes: SamlAttributes,
+    /// Allowed clock difference for every time check.
+    pub clock_skew: Duration,
+    /// What to do with responses nobody asked for.
+    pub idp_initiated: IdpInitiated,
+    /// Where IdP-initiated logins land when RelayState is not an allowed return URL.
+    pub idp_initiated_landing: String,
+    /// Which signature must cover the assertion.
+    pub assertion_signature: AssertionSignature,
+    /// Largest accepted ACS POST body (bytes), checked before any XML parsing.
+    pub max_response_bytes: usize,
+}
+
+/// SAML attribute names for the identity (`user` is tried in order, then the NameID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamlAttributes {
+    /// Attributes tried in order for the user name; the NameID is the last resort.
+    pub user: Vec<String>,
+    /// Attribute holding the email address.
+    pub email: String,
+    /// Attribute holding the role (one or several values).
+    pub role: String,
+    /// Attribute holding the teams (groups).
+    pub teams: String,
+}
+
+/// Handling of unsolicited (IdP-initiated) SAML responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdpInitiated {
+    /// Refused with a clear page (the default).
+    Off,
+    /// Fully checked, then discarded; a fresh SP-initiated login follows.
+    Restart,
+    /// Fully checked and used (no InResponseTo binding: CSRF-prone, see the docs).
+    Accept,
+}
+
+/// Which signature must cover the assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionSignature {
+    /// Its own signature, or a signed Response it sits in (the default).
+    OwnOrResponse,
+    /// Its own signature, always.
+    Own,
 }
 
 /// `SameSite` attribute of sidegate's cookies.

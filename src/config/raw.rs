@@ -13,6 +13,7 @@ pub struct Raw {
     pub server: Server,
     pub upstream: Upstream,
     pub oidc: Option<Oidc>,
+    pub saml: Option<Saml>,
     pub session: Session,
     pub assertion: Assertion,
     pub identity: Identity,
@@ -128,4 +129,31 @@ pub struct Access {
 #[serde(default)]
 pub struct Log {
     pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Saml {
+    pub idp_metadata_file: Option<String>,
+    pub sp_entity_id: Option<String>,
+    pub sp_key_file: Option<String>,
+    pub sp_cert_file: Option<String>,
+    pub sign_authn_requests: Option<bool>,
+    pub name_id_format: Option<String>,
+    pub preset: Option<String>,
+    pub attributes: SamlAttributes,
+    pub clock_skew: Option<String>,
+    pub idp_initiated: Option<String>,
+    pub idp_initiated_landing: Option<String>,
+    pub assertion_signature: Option<String>,
+    pub max_response_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SamlAttributes {
+    pub user: Option<Vec<String>>,
+    pub email: Option<String>,
+    pub role: Option<String>,
+    pub teams: Option<String>,
 }

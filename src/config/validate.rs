@@ -14,6 +14,8 @@ use super::raw::{self, Raw};
 use super::*;
 use crate::keys::{CookieKeys, Secret, SigningKeys};
 
+mod saml;
+
 const ENV_PREFIX: &str = "SIDEGATE_";
 
 struct Problems(Vec<Problem>);
@@ -320,7 +322,24 @@ const RESERVED_HEADERS: &[&str] = &[
 fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Config> {
     let server = build_server(&raw.server, p);
     let upstream = build_upstream(&raw.upstream, p);
-    let oidc = build_oidc(raw.oidc.as_ref(), env, base_dir, p);
+    if raw.oidc.is_none() && raw.saml.is_none() {
+        p.add(
+            "oidc",
+            "no login method is configured",
+            "add an [oidc] section (issuer, client_id, client_secret_file) or a [saml] section (idp_metadata_file)",
+        );
+    }
+    let oidc = raw
+        .oidc
+        .as_ref()
+        .map(|o| build_oidc(Some(o), env, base_dir, p));
+    let sp_metadata_url = server
+        .as_ref()
+        .map(|s| format!("{}{}/saml/metadata", public_origin(&s.public_url), s.prefix));
+    let saml = raw
+        .saml
+        .as_ref()
+        .map(|s| saml::build(s, sp_metadata_url, base_dir, p));
     let session = build_session(
         &raw.session,
         server.as_ref().map(|s| &s.public_url),
@@ -353,7 +372,14 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
     Some(Config {
         server: server?,
         upstream: upstream?,
-        oidc: oidc?,
+        oidc: match oidc {
+            None => None,
+            Some(o) => Some(o?),
+        },
+        saml: match saml {
+            None => None,
+            Some(s) => Some(s?),
+        },
         session: session?,
         assertion: assertion?,
         identity,
@@ -1045,37 +1071,84 @@ pub(super) fn describe(c: &Config) -> String {
             ("pass_host_header", V::Boolean(c.upstream.pass_host_header)),
         ]),
     );
-    root.insert(
-        "oidc".into(),
-        table(vec![
-            ("issuer", s(&c.oidc.issuer)),
-            ("client_id", s(&c.oidc.client_id)),
-            ("client_secret", s("<redacted>")),
-            ("scopes", list(&c.oidc.scopes)),
-            (
-                "extra_authorize_params",
-                V::Table(
-                    c.oidc
-                        .extra_authorize_params
-                        .iter()
-                        .map(|(k, v)| (k.clone(), s(v)))
-                        .collect(),
+    if let Some(o) = &c.oidc {
+        root.insert(
+            "oidc".into(),
+            table(vec![
+                ("issuer", s(&o.issuer)),
+                ("client_id", s(&o.client_id)),
+                ("client_secret", s("<redacted>")),
+                ("scopes", list(&o.scopes)),
+                (
+                    "extra_authorize_params",
+                    V::Table(
+                        o.extra_authorize_params
+                            .iter()
+                            .map(|(k, v)| (k.clone(), s(v)))
+                            .collect(),
+                    ),
                 ),
-            ),
-            ("pkce", V::Boolean(c.oidc.pkce)),
-            ("clock_skew", d(c.oidc.clock_skew)),
-            (
-                "allowed_algs",
-                list(c.oidc.allowed_algs.iter().map(|a| a.name())),
-            ),
-            ("userinfo", V::Boolean(c.oidc.userinfo)),
-            ("http_timeout", d(c.oidc.http_timeout)),
-            (
-                "jwks_min_refresh_interval",
-                d(c.oidc.jwks_min_refresh_interval),
-            ),
-        ]),
-    );
+                ("pkce", V::Boolean(o.pkce)),
+                ("clock_skew", d(o.clock_skew)),
+                (
+                    "allowed_algs",
+                    list(o.allowed_algs.iter().map(|a| a.name())),
+                ),
+                ("userinfo", V::Boolean(o.userinfo)),
+                ("http_timeout", d(o.http_timeout)),
+                ("jwks_min_refresh_interval", d(o.jwks_min_refresh_interval)),
+            ]),
+        );
+    }
+    if let Some(m) = &c.saml {
+        root.insert(
+            "saml".into(),
+            table(vec![
+                ("idp_entity_id", s(&m.idp.entity_id)),
+                ("idp_sso_url", s(&m.idp.sso_redirect)),
+                (
+                    "idp_signing_certificates",
+                    V::Integer(m.idp.signing_certs as i64),
+                ),
+                ("sp_entity_id", s(&m.sp_entity_id)),
+                (
+                    "sp_key",
+                    s(if m.sp_key.is_some() {
+                        "<redacted>"
+                    } else {
+                        "none"
+                    }),
+                ),
+                ("sign_authn_requests", V::Boolean(m.sign_authn_requests)),
+                (
+                    "attributes",
+                    table(vec![
+                        ("user", list(&m.attributes.user)),
+                        ("email", s(&m.attributes.email)),
+                        ("role", s(&m.attributes.role)),
+                        ("teams", s(&m.attributes.teams)),
+                    ]),
+                ),
+                ("clock_skew", d(m.clock_skew)),
+                (
+                    "idp_initiated",
+                    s(format!("{:?}", m.idp_initiated).to_lowercase()),
+                ),
+                ("idp_initiated_landing", s(&m.idp_initiated_landing)),
+                (
+                    "assertion_signature",
+                    s(match m.assertion_signature {
+                        AssertionSignature::OwnOrResponse => "own-or-response",
+                        AssertionSignature::Own => "own",
+                    }),
+                ),
+                (
+                    "max_response_bytes",
+                    V::Integer(m.max_response_bytes as i64),
+                ),
+            ]),
+        );
+    }
     let mut session = vec![
         ("cookie_name", s(&c.session.cookie_name)),
         (

@@ -142,6 +142,7 @@ fn config_text(port: u16, upstream: &str, issuer: &str) -> String {
 [server]
 listen = ["127.0.0.1:{port}"]
 public_url = "http://127.0.0.1:{port}"
+admin_listen = "off"
 
 [upstream]
 url = "{upstream}"

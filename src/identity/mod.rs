@@ -112,7 +112,7 @@ fn check_email_domain(
         return Err(Denied::BadEmail);
     }
     let domain = domain.to_ascii_lowercase();
-    if cfg.allowed_email_domains.iter().any(|d| *d == domain) {
+    if cfg.allowed_email_domains.contains(&domain) {
         Ok(())
     } else {
         Err(Denied::DomainNotAllowed(domain))

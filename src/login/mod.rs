@@ -2,8 +2,10 @@
 //! and logout. Produces sessions through `session` and identities through `identity`; never
 //! touches upstream headers.
 
+mod acs;
 pub mod oidc;
 pub mod return_to;
+pub mod saml;
 pub mod state;
 
 use std::collections::HashMap;
@@ -13,18 +15,21 @@ use std::time::SystemTime;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+pub use self::acs::saml_acs;
 use self::oidc::OidcError;
 use self::return_to::ReturnTo;
-use self::state::{LoginTx, TxError, UsedStates};
+use self::state::{LoginTx, TxError, TxProto, UsedStates};
 use crate::error::{rescue, Failure, Party};
 use crate::pipeline::Context;
 use crate::session::{unix, Checked, Invalid};
 use crate::{full_body, Body};
 
-/// The login machinery: the provider and the replay cache.
+/// The login machinery: the configured providers and the replay cache.
 pub struct Login {
-    /// The OIDC provider.
-    pub provider: Arc<oidc::Provider>,
+    /// The OIDC provider, if OIDC is enabled (the default login when both are).
+    pub oidc: Option<Arc<oidc::Provider>>,
+    /// The SAML IdP, if SAML is enabled.
+    pub saml: Option<Arc<saml::Saml>>,
     /// States already consumed.
     pub used: UsedStates,
 }
@@ -112,46 +117,82 @@ pub async fn challenge(cx: &Context, req: &Request<()>, why: Option<Invalid>) ->
     resp
 }
 
-/// Starts a login towards `return_to`: a fresh transaction cookie and a redirect to the IdP.
+/// Starts a login towards `return_to` at the default provider (OIDC when configured,
+/// else SAML): a fresh transaction cookie and a redirect to the IdP.
 pub async fn begin(cx: &Context, return_to: ReturnTo) -> Response<Body> {
-    let auth =
-        match cx.login.provider.authorize().await {
-            Ok(a) => a,
-            Err(e) => return rescue(
-                Failure::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Party::Idp,
-                    "The identity provider is not reachable right now; please try again shortly.",
-                    e.to_string(),
-                ),
-                false,
-            ),
-        };
-    let tx = LoginTx {
-        state: auth.state,
-        nonce: auth.nonce,
-        pkce_verifier: auth.pkce_verifier,
-        return_to: return_to.as_str().to_string(),
-        created: unix(SystemTime::now()),
-    };
-    let mut resp = redirect(&auth.url);
+    match (&cx.login.oidc, &cx.login.saml) {
+        (Some(p), _) => begin_oidc(cx, p, return_to).await,
+        (None, Some(s)) => begin_saml(cx, s, return_to),
+        (None, None) => unreachable!("config validation requires a login method"),
+    }
+}
+
+fn idp_unavailable(detail: String) -> Response<Body> {
+    rescue(
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Party::Idp,
+            "The identity provider is not reachable right now; please try again shortly.",
+            detail,
+        ),
+        false,
+    )
+}
+
+/// Redirects to `url` with a new transaction cookie.
+fn redirect_with_tx(cx: &Context, url: &str, tx: &LoginTx) -> Response<Body> {
+    let mut resp = redirect(url);
     resp.headers_mut().append(
         header::SET_COOKIE,
-        state::start_cookie(&cx.sessions, cx.routes.prefix(), &tx),
+        state::start_cookie(&cx.sessions, cx.routes.prefix(), tx),
     );
     resp
 }
 
-/// `start?rd=…`: begins a login after checking the return URL against the allow-list.
-pub async fn start(cx: &Context, req: &Request<()>) -> Response<Body> {
+async fn begin_oidc(cx: &Context, p: &oidc::Provider, return_to: ReturnTo) -> Response<Body> {
+    let auth = match p.authorize().await {
+        Ok(a) => a,
+        Err(e) => return idp_unavailable(e.to_string()),
+    };
+    let tx = LoginTx {
+        state: auth.state,
+        proto: TxProto::Oidc {
+            nonce: auth.nonce,
+            pkce_verifier: auth.pkce_verifier,
+        },
+        return_to: return_to.as_str().to_string(),
+        created: unix(SystemTime::now()),
+    };
+    redirect_with_tx(cx, &auth.url, &tx)
+}
+
+fn begin_saml(cx: &Context, s: &saml::Saml, return_to: ReturnTo) -> Response<Body> {
+    // RelayState is an opaque id naming the sealed transaction, never a URL.
+    let relay = crate::keys::random_token::<16>();
+    let (url, request_id) = match s.authn_request(&relay) {
+        Ok(r) => r,
+        Err(e) => return idp_unavailable(e.to_string()),
+    };
+    let tx = LoginTx {
+        state: relay,
+        proto: TxProto::Saml { request_id },
+        return_to: return_to.as_str().to_string(),
+        created: unix(SystemTime::now()),
+    };
+    redirect_with_tx(cx, url.as_str(), &tx)
+}
+
+/// The `rd` parameter checked against the redirect allow-list (root when absent).
+#[allow(clippy::result_large_err)] // the Err is the finished error page, built once per refusal
+fn checked_rd(cx: &Context, req: &Request<()>) -> Result<ReturnTo, Response<Body>> {
     let q = query(req);
-    match return_to::check(
+    return_to::check(
         q.get("rd").map(String::as_str).unwrap_or(""),
         &cx.public_url,
         &cx.access.allowed_redirect_hosts,
-    ) {
-        Ok(rt) => begin(cx, rt).await,
-        Err(e) => rescue(
+    )
+    .map_err(|e| {
+        rescue(
             Failure::new(
                 StatusCode::BAD_REQUEST,
                 Party::Downstream,
@@ -159,8 +200,50 @@ pub async fn start(cx: &Context, req: &Request<()>) -> Response<Body> {
                 format!("rd refused: {e}"),
             ),
             wants_json(req),
-        ),
+        )
+    })
+}
+
+/// `start?rd=…`: begins a login after checking the return URL against the allow-list.
+pub async fn start(cx: &Context, req: &Request<()>) -> Response<Body> {
+    match checked_rd(cx, req) {
+        Ok(rt) => begin(cx, rt).await,
+        Err(resp) => resp,
     }
+}
+
+fn not_enabled(req: &Request<()>, what: &str) -> Response<Body> {
+    rescue(
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            Party::Downstream,
+            "Not found.",
+            format!("{what} is not configured ({})", req.uri().path()),
+        ),
+        wants_json(req),
+    )
+}
+
+/// `saml/login?rd=…`: begins an SP-initiated SAML login.
+pub async fn saml_login(cx: &Context, req: &Request<()>) -> Response<Body> {
+    let Some(s) = &cx.login.saml else {
+        return not_enabled(req, "SAML");
+    };
+    match checked_rd(cx, req) {
+        Ok(rt) => begin_saml(cx, s, rt),
+        Err(resp) => resp,
+    }
+}
+
+/// `saml/metadata`: the SP metadata XML to register at the IdP.
+pub fn saml_metadata(cx: &Context, req: &Request<()>) -> Response<Body> {
+    let Some(s) = &cx.login.saml else {
+        return not_enabled(req, "SAML");
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/samlmetadata+xml")
+        .body(full_body(s.sp_metadata()))
+        .expect("valid response")
 }
 
 fn login_failed(
@@ -179,8 +262,10 @@ fn login_failed(
 /// The IdP's redirect back: checks the transaction, exchanges the code, verifies the ID
 /// token, maps the identity, and starts a new session (new id; old cookies cleared).
 pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
+    let Some(provider) = &cx.login.oidc else {
+        return not_enabled(req, "OIDC");
+    };
     let q = query(req);
-    let prefix = cx.routes.prefix();
     if let Some(err) = q.get("error") {
         let detail = format!(
             "IdP returned error `{err}`: {}",
@@ -203,24 +288,21 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
         now,
     ) {
         Ok(tx) => tx,
-        Err(e) => {
-            let reason = match e {
-                TxError::StateMissing => "state_missing",
-                TxError::NoTransaction => "no_transaction",
-                TxError::Invalid => "transaction_invalid",
-                TxError::StateMismatch => "state_mismatch",
-                TxError::Expired => "transaction_expired",
-                TxError::Replayed => "replayed",
-            };
-            return login_failed(
-                cx,
-                reason,
-                e.to_string(),
-                StatusCode::BAD_REQUEST,
-                Party::Downstream,
-                "This sign-in link is no longer valid. Please start again.",
-            );
-        }
+        Err(e) => return tx_refused(cx, e),
+    };
+    let TxProto::Oidc {
+        nonce,
+        pkce_verifier,
+    } = &tx.proto
+    else {
+        return login_failed(
+            cx,
+            "wrong_protocol",
+            "an OIDC callback for a SAML login transaction".into(),
+            StatusCode::BAD_REQUEST,
+            Party::Downstream,
+            "This sign-in link is no longer valid. Please start again.",
+        );
     };
     let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
         return login_failed(
@@ -232,10 +314,8 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
             "This sign-in link is no longer valid. Please start again.",
         );
     };
-    let claims = match cx
-        .login
-        .provider
-        .complete(code, &tx.nonce, tx.pkce_verifier.as_deref(), now)
+    let claims = match provider
+        .complete(code, nonce, pkce_verifier.as_deref(), now)
         .await
     {
         Ok(c) => c,
@@ -269,33 +349,73 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
             return login_failed(cx, reason, e.to_string(), status, party, public);
         }
     };
-    let identity = match crate::identity::resolve(&cx.identity, cx.login.provider.issuer(), &claims)
-    {
+    let identity = match crate::identity::resolve(&cx.identity, provider.issuer(), &claims) {
         Ok(i) => i,
-        Err(d) => {
-            return login_failed(
-                cx,
-                "denied",
-                d.to_string(),
-                StatusCode::FORBIDDEN,
-                Party::Downstream,
-                "Your account is not allowed to use this application.",
-            )
-        }
+        Err(d) => return denied(cx, d),
     };
+    finish_login(
+        cx,
+        identity,
+        ReturnTo::from_sealed(tx.return_to),
+        Some(&tx.state),
+        now,
+    )
+}
+
+fn tx_refused(cx: &Context, e: TxError) -> Response<Body> {
+    let reason = match e {
+        TxError::StateMissing => "state_missing",
+        TxError::NoTransaction => "no_transaction",
+        TxError::Invalid => "transaction_invalid",
+        TxError::StateMismatch => "state_mismatch",
+        TxError::Expired => "transaction_expired",
+        TxError::Replayed => "replayed",
+    };
+    login_failed(
+        cx,
+        reason,
+        e.to_string(),
+        StatusCode::BAD_REQUEST,
+        Party::Downstream,
+        "This sign-in link is no longer valid. Please start again.",
+    )
+}
+
+fn denied(cx: &Context, d: crate::identity::Denied) -> Response<Body> {
+    login_failed(
+        cx,
+        "denied",
+        d.to_string(),
+        StatusCode::FORBIDDEN,
+        Party::Downstream,
+        "Your account is not allowed to use this application.",
+    )
+}
+
+/// The end of every successful login: a new session (new id; old cookies replaced), the
+/// audit line, the transaction cookie cleared, and the redirect to the checked return URL.
+fn finish_login(
+    cx: &Context,
+    identity: crate::identity::Identity,
+    return_to: ReturnTo,
+    tx_state: Option<&str>,
+    now: SystemTime,
+) -> Response<Body> {
     let (session, cookies) = cx.sessions.create(identity, now);
     cx.metrics.login("success", "ok");
     tracing::info!(target: "sidegate::audit", event = "login", outcome = "success", subject = %session.identity.subject,
         issuer = %session.identity.issuer, user = %session.identity.user, role = %session.identity.role, "login succeeded");
-    let mut resp = redirect(ReturnTo::from_sealed(tx.return_to).as_str());
+    let mut resp = redirect(return_to.as_str());
     let h = resp.headers_mut();
     for c in cookies {
         h.append(header::SET_COOKIE, c);
     }
-    h.append(
-        header::SET_COOKIE,
-        state::clear_cookie(&cx.sessions, prefix, &tx.state),
-    );
+    if let Some(state) = tx_state {
+        h.append(
+            header::SET_COOKIE,
+            state::clear_cookie(&cx.sessions, cx.routes.prefix(), state),
+        );
+    }
     resp
 }
 

@@ -1,5 +1,6 @@
-//! The login transaction: state, nonce, PKCE verifier and return URL, kept in a short-lived
-//! sealed cookie bound to the browser that started the login.
+//! The login transaction: state (OIDC `state`, SAML `RelayState`), the protocol's own
+//! values (nonce and PKCE verifier, or the AuthnRequest ID) and the return URL, kept in a
+//! short-lived sealed cookie bound to the browser that started the login.
 //!
 //! One cookie per transaction (named after a prefix of its state), so logins started in two
 //! tabs do not overwrite each other. A consumed state is remembered until the transaction
@@ -19,16 +20,32 @@ const NAME_STATE_CHARS: usize = 12;
 /// A login in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginTx {
-    /// The `state` sent to the IdP.
+    /// The `state` (OIDC) or `RelayState` (SAML) sent to the IdP: an opaque random id.
     pub state: String,
-    /// The `nonce` sent to the IdP.
-    pub nonce: String,
-    /// The PKCE verifier, when PKCE is on.
-    pub pkce_verifier: Option<String>,
+    /// What the protocol needs to check the answer.
+    pub proto: TxProto,
     /// Where to go after login (already checked).
     pub return_to: String,
     /// When the login started (Unix seconds).
     pub created: i64,
+}
+
+/// Protocol-specific values of a login transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "p", rename_all = "lowercase")]
+pub enum TxProto {
+    /// An OIDC authorization code flow.
+    Oidc {
+        /// The `nonce` sent to the IdP.
+        nonce: String,
+        /// The PKCE verifier, when PKCE is on.
+        pkce_verifier: Option<String>,
+    },
+    /// A SAML SP-initiated login.
+    Saml {
+        /// The AuthnRequest ID the Response must answer (`InResponseTo`).
+        request_id: String,
+    },
 }
 
 /// Why a callback's transaction was refused.
@@ -60,17 +77,22 @@ fn cookie_name(base: &str, state: &str) -> String {
     format!("{base}_login_{short}")
 }
 
-/// Seals a transaction into its cookie.
+/// Seals a transaction into its cookie. A SAML transaction's cookie must come back on the
+/// IdP's cross-site POST to the ACS, so it is `SameSite=None` when cookies are `Secure`
+/// (browsers refuse `None` without `Secure`; plain-http deployments are same-site anyway).
 pub fn start_cookie(sessions: &Sessions, prefix: &str, tx: &LoginTx) -> HeaderValue {
     let plain = serde_json::to_vec(tx).expect("tx serializes");
     let sealed = sessions.seal(PURPOSE, &plain);
     let base = &sessions.config().cookie_name;
-    sessions.set_cookie(
-        &cookie_name(base, &tx.state),
-        &sealed,
-        Some(sessions.config().login_lifetime),
-        prefix,
-    )
+    let cross_site_post =
+        matches!(tx.proto, TxProto::Saml { .. }) && sessions.config().cookie_secure;
+    let name = cookie_name(base, &tx.state);
+    let age = Some(sessions.config().login_lifetime);
+    if cross_site_post {
+        sessions.set_cookie_same_site_none(&name, &sealed, age, prefix)
+    } else {
+        sessions.set_cookie(&name, &sealed, age, prefix)
+    }
 }
 
 /// Deletes the transaction cookie for `state`.

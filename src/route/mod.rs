@@ -10,6 +10,12 @@ pub enum Own {
     Start,
     /// `oidc/callback`: the IdP's redirect back.
     OidcCallback,
+    /// `saml/metadata`: the SP metadata for the IdP administrator.
+    SamlMetadata,
+    /// `saml/login?rd=`: begin an SP-initiated SAML login.
+    SamlLogin,
+    /// `saml/acs`: the IdP's HTTP-POST of the Response.
+    SamlAcs,
     /// `logout`.
     Logout,
     /// `userinfo`: the current identity as JSON.
@@ -56,6 +62,9 @@ impl Routes {
                 return Endpoint::Own(match rest {
                     "/start" => Own::Start,
                     "/oidc/callback" => Own::OidcCallback,
+                    "/saml/metadata" => Own::SamlMetadata,
+                    "/saml/login" => Own::SamlLogin,
+                    "/saml/acs" => Own::SamlAcs,
                     "/logout" => Own::Logout,
                     "/userinfo" => Own::Userinfo,
                     "/jwks.json" => Own::Jwks,

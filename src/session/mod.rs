@@ -273,11 +273,34 @@ impl Sessions {
         max_age: Option<Duration>,
         path: &str,
     ) -> HeaderValue {
+        self.cookie_with(name, value, max_age, path, self.cfg.same_site)
+    }
+
+    /// `set_cookie` with `SameSite=None`, for a cookie that must survive a cross-site POST
+    /// (the SAML ACS); only meaningful with `Secure`.
+    pub fn set_cookie_same_site_none(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: Option<Duration>,
+        path: &str,
+    ) -> HeaderValue {
+        self.cookie_with(name, value, max_age, path, SameSite::None)
+    }
+
+    fn cookie_with(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: Option<Duration>,
+        path: &str,
+        same_site: SameSite,
+    ) -> HeaderValue {
         let mut c = ::cookie::Cookie::build((name.to_string(), value.to_string()))
             .path(path.to_string())
             .http_only(true)
             .secure(self.cfg.cookie_secure)
-            .same_site(match self.cfg.same_site {
+            .same_site(match same_site {
                 SameSite::Lax => ::cookie::SameSite::Lax,
                 SameSite::Strict => ::cookie::SameSite::Strict,
                 SameSite::None => ::cookie::SameSite::None,

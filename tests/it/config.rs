@@ -132,14 +132,23 @@ fn minimal_config_loads_with_the_documented_defaults() {
     assert_eq!(c.session.cookie_name, "_sidegate");
     assert!(c.session.cookie_secure);
     assert_eq!(c.session.same_site, SameSite::Lax);
-    assert!(c.oidc.pkce);
-    assert_eq!(c.oidc.clock_skew, Duration::from_secs(60));
-    assert!(c.oidc.scopes.iter().any(|s| s == "openid"));
+    assert!(c.oidc.as_ref().unwrap().pkce);
+    assert_eq!(c.oidc.as_ref().unwrap().clock_skew, Duration::from_secs(60));
+    assert!(c
+        .oidc
+        .as_ref()
+        .unwrap()
+        .scopes
+        .iter()
+        .any(|s| s == "openid"));
     assert_eq!(c.assertion.lifetime, Duration::from_secs(5 * 60));
     assert_eq!(c.assertion.audience, "https://app.example.com");
     // The secrets come from the files, the client secret without its trailing newline.
-    assert_eq!(c.oidc.client_secret.expose(), CLIENT_SECRET);
-    assert_eq!(c.oidc.client_id, "c");
+    assert_eq!(
+        c.oidc.as_ref().unwrap().client_secret.expose(),
+        CLIENT_SECRET
+    );
+    assert_eq!(c.oidc.as_ref().unwrap().client_id, "c");
     assert_eq!(c.session.keys.len(), 1);
     assert_eq!(c.assertion.keys.all().len(), 1);
 }
@@ -233,7 +242,10 @@ fn client_secret_is_read_from_the_env_var_named_by_client_secret_env() {
         .replace("[oidc]\n", "[oidc]\nclient_secret_env = \"MY_SECRET\"\n");
     let env = Env::from([("MY_SECRET".to_string(), "from-the-env".to_string())]);
     let c = d.load_env(&text, &env).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.oidc.client_secret.expose(), "from-the-env");
+    assert_eq!(
+        c.oidc.as_ref().unwrap().client_secret.expose(),
+        "from-the-env"
+    );
     // Unset variable: a problem naming the key, not an empty secret.
     let err = d
         .load_env(&text, &Env::new())
@@ -283,7 +295,7 @@ fn env_override_wins_over_the_file() {
         "fromenv".to_string(),
     )]);
     let c = d.load_env(MINIMAL, &env).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.oidc.client_id, "fromenv");
+    assert_eq!(c.oidc.as_ref().unwrap().client_id, "fromenv");
 }
 
 #[test]

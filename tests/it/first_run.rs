@@ -1,12 +1,13 @@
-//! The first-run experience as a newcomer meets it: the README's first command (run with the
-//! binary this suite built, on a free port), Debian's headless Chromium driven by
+//! The first-run experience as a newcomer meets it: the README's first command (its
+//! `sidegate` arguments, run with the binary this suite built, on a free port), Debian's headless Chromium driven by
 //! playwright-core through the development IdP's sign-in form, and a screenshot of the echo
 //! page left in `target/first-run/` for a human to look at.
 
 use crate::support::dev::DevProcess;
 use crate::support::repo;
 
-/// The arguments after `--` in the README's first command, e.g. `["dev"]`.
+/// The `sidegate` arguments of the README's first command, e.g. `["dev"]`: either a
+/// `cargo run ... -- <args>` line, or a script whose last step is one.
 fn readme_first_command_args() -> Vec<String> {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let block = readme
@@ -14,7 +15,19 @@ fn readme_first_command_args() -> Vec<String> {
         .nth(1)
         .expect("the README has a ```sh block with the two commands");
     let first = block.lines().next().unwrap();
-    let command = first.split('#').next().unwrap().trim();
+    let mut command = first.split('#').next().unwrap().trim().to_string();
+    if command.starts_with("scripts/") {
+        let script = std::fs::read_to_string(repo().join(&command)).unwrap();
+        command = script
+            .lines()
+            .find(|l| l.trim_start().starts_with("exec cargo run"))
+            .unwrap_or_else(|| panic!("{command} does not end in `exec cargo run ... -- dev`"))
+            .trim_start()
+            .trim_start_matches("exec ")
+            .replace("\"$@\"", "")
+            .trim()
+            .to_string();
+    }
     let (cargo, args) = command
         .split_once(" -- ")
         .unwrap_or_else(|| panic!("the first command is not `cargo run ... -- dev`: {first}"));

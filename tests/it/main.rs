@@ -10,5 +10,7 @@ mod lifecycle;
 mod oidc;
 mod proxy;
 mod redirect;
+mod saml;
+mod saml_check;
 mod support;
 mod tidy;

@@ -156,8 +156,7 @@ impl Provider {
             .metadata
             .token_endpoint_auth_methods_supported()
             .is_none_or(|m| {
-                m.iter()
-                    .any(|a| *a == openidconnect::core::CoreClientAuthMethod::ClientSecretBasic)
+                m.contains(&openidconnect::core::CoreClientAuthMethod::ClientSecretBasic)
             });
         CoreClient::from_provider_metadata(
             d.metadata.clone(),

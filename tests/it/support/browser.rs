@@ -123,7 +123,7 @@ impl Browser {
     ) -> Response {
         let u = Url::parse(url).unwrap();
         let cookie = self.cookie_header(url);
-        if u.path().ends_with("/oidc/callback") {
+        if u.path().ends_with("/oidc/callback") || u.path().ends_with("/saml/acs") {
             self.callback_cookie = Some(cookie.clone());
         }
         let mut rb = self
@@ -144,7 +144,8 @@ impl Browser {
         resp
     }
 
-    /// Follows redirects and submits the OP's forms (filling `login`/`password`) until a
+    /// Follows redirects and submits the IdP's forms (filling `login` or `username`, and
+    /// `password`), including SAML's auto-submitting POST to the ACS, until a
     /// non-redirect answer without a form; returns it and its URL.
     pub async fn navigate(&mut self, url: &str, user: &str, password: &str) -> Page {
         let mut url = url.to_string();
@@ -174,7 +175,7 @@ impl Browser {
             };
             let mut fields = form.fields;
             for (k, v) in fields.iter_mut() {
-                if k == "login" {
+                if k == "login" || k == "username" {
                     *v = user.into();
                 }
                 if k == "password" {

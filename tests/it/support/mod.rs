@@ -5,6 +5,8 @@ pub mod browser;
 pub mod dev;
 pub mod fake_idp;
 pub mod op;
+pub mod saml_craft;
+pub mod saml_idp;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -1,0 +1,228 @@
+//! The `[saml]` section: IdP metadata file, SP identity and key, attribute names (with
+//! presets for Entra ID, ADFS and Okta), clock skew and IdP-initiated login mode.
+
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+use super::{duration, Problems};
+use crate::config::raw;
+use crate::config::{AssertionSignature, IdpInitiated, SamlAttributes, SamlConfig};
+use crate::keys::SamlSpKey;
+use crate::login::saml::IdpMetadata;
+
+const MS_CLAIMS: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims";
+const XMLSOAP_CLAIMS: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims";
+
+/// Attribute names per preset; `None` for an unknown preset name.
+fn preset(name: Option<&str>) -> Option<SamlAttributes> {
+    let attrs = |user: &[&str], email: &str, role: &str, teams: &str| SamlAttributes {
+        user: user.iter().map(|s| s.to_string()).collect(),
+        email: email.into(),
+        role: role.into(),
+        teams: teams.into(),
+    };
+    Some(match name {
+        None | Some("generic") => attrs(
+            &["uid", "urn:oid:0.9.2342.19200300.100.1.1"],
+            "email",
+            "role",
+            "groups",
+        ),
+        Some("entra") => attrs(
+            &[&format!("{XMLSOAP_CLAIMS}/name")],
+            &format!("{XMLSOAP_CLAIMS}/emailaddress"),
+            &format!("{MS_CLAIMS}/role"),
+            &format!("{MS_CLAIMS}/groups"),
+        ),
+        Some("adfs") => attrs(
+            &[&format!("{XMLSOAP_CLAIMS}/upn")],
+            &format!("{XMLSOAP_CLAIMS}/emailaddress"),
+            &format!("{MS_CLAIMS}/role"),
+            "http://schemas.xmlsoap.org/claims/Group",
+        ),
+        Some("okta") => attrs(&["username", "email"], "email", "role", "groups"),
+        Some(_) => return None,
+    })
+}
+
+fn read(p: &mut Problems, key: &str, file: &str, base_dir: &Path) -> Option<String> {
+    let path = base_dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            p.add(
+                key,
+                format!("cannot read {}: {e}", path.display()),
+                "point it at a readable file",
+            );
+            None
+        }
+    }
+}
+
+/// Builds `SamlConfig`; `sp_metadata_url` is the default SP entity ID.
+pub(super) fn build(
+    s: &raw::Saml,
+    sp_metadata_url: Option<String>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<SamlConfig> {
+    let idp = match &s.idp_metadata_file {
+        None => {
+            p.add(
+                "saml.idp_metadata_file",
+                "missing",
+                "download the IdP's SAML metadata XML and point this at it",
+            );
+            None
+        }
+        Some(f) => read(p, "saml.idp_metadata_file", f, base_dir).and_then(|xml| {
+            IdpMetadata::parse(&xml)
+                .map_err(|e| {
+                    p.add(
+                        "saml.idp_metadata_file",
+                        e.to_string(),
+                        "use the metadata XML your IdP publishes for this application",
+                    )
+                })
+                .ok()
+        }),
+    };
+    let sp_entity_id = s.sp_entity_id.clone().or(sp_metadata_url);
+    if let Some(id) = &sp_entity_id {
+        if id.is_empty() || Url::parse(id).is_err() && !id.starts_with("urn:") {
+            p.add(
+                "saml.sp_entity_id",
+                format!("`{id}` is not a URI"),
+                "use a URL (the default is the SP metadata URL) or a urn:",
+            );
+        }
+    }
+    let sp_key = match (&s.sp_key_file, &s.sp_cert_file) {
+        (None, None) => None,
+        (Some(k), Some(c)) => {
+            let key = read(p, "saml.sp_key_file", k, base_dir);
+            let cert = read(p, "saml.sp_cert_file", c, base_dir);
+            match (key, cert) {
+                (Some(k), Some(c)) => SamlSpKey::from_pem(&k, &c)
+                    .map_err(|e| {
+                        p.add(
+                            "saml.sp_key_file",
+                            e.to_string(),
+                            "give a PEM private key and the PEM certificate made for it",
+                        )
+                    })
+                    .ok(),
+                _ => None,
+            }
+        }
+        _ => {
+            p.add(
+                "saml.sp_key_file",
+                "only one of sp_key_file and sp_cert_file is set",
+                "set both (or neither)",
+            );
+            None
+        }
+    };
+    let sign_authn_requests = s.sign_authn_requests.unwrap_or(sp_key.is_some());
+    if sign_authn_requests && sp_key.is_none() {
+        p.add(
+            "saml.sign_authn_requests",
+            "true, but there is no SP key",
+            "set sp_key_file and sp_cert_file, or turn signing off",
+        );
+    }
+    let mut attributes = preset(s.preset.as_deref()).unwrap_or_else(|| {
+        p.add(
+            "saml.preset",
+            format!("`{}` is not a preset", s.preset.as_deref().unwrap_or("")),
+            "use entra, adfs, okta or generic",
+        );
+        preset(None).expect("generic preset")
+    });
+    let a = &s.attributes;
+    if let Some(u) = &a.user {
+        if u.is_empty() {
+            p.add(
+                "saml.attributes.user",
+                "is empty",
+                "list at least one attribute name (the NameID is always the last resort)",
+            );
+        }
+        attributes.user = u.clone();
+    }
+    for (value, slot) in [
+        (&a.email, &mut attributes.email),
+        (&a.role, &mut attributes.role),
+        (&a.teams, &mut attributes.teams),
+    ] {
+        if let Some(v) = value {
+            *slot = v.clone();
+        }
+    }
+    let idp_initiated = match s.idp_initiated.as_deref() {
+        None | Some("off") => IdpInitiated::Off,
+        Some("restart") => IdpInitiated::Restart,
+        Some("accept") => IdpInitiated::Accept,
+        Some(o) => {
+            p.add(
+                "saml.idp_initiated",
+                format!("`{o}` is not a mode"),
+                "use off (default), restart (safer) or accept",
+            );
+            IdpInitiated::Off
+        }
+    };
+    let idp_initiated_landing = s
+        .idp_initiated_landing
+        .clone()
+        .unwrap_or_else(|| "/".into());
+    if !idp_initiated_landing.starts_with('/') || idp_initiated_landing.starts_with("//") {
+        p.add(
+            "saml.idp_initiated_landing",
+            format!("`{idp_initiated_landing}` is not a local path"),
+            "use a path on this app such as /",
+        );
+    }
+    let assertion_signature = match s.assertion_signature.as_deref() {
+        None | Some("own-or-response") => AssertionSignature::OwnOrResponse,
+        Some("own") => AssertionSignature::Own,
+        Some(o) => {
+            p.add(
+                "saml.assertion_signature",
+                format!("`{o}` is not a choice"),
+                "use own-or-response (default) or own",
+            );
+            AssertionSignature::OwnOrResponse
+        }
+    };
+    let max_response_bytes = s.max_response_bytes.unwrap_or(128 * 1024);
+    if !(4096..=1024 * 1024).contains(&max_response_bytes) {
+        p.add(
+            "saml.max_response_bytes",
+            format!("{max_response_bytes} is out of range"),
+            "use between 4096 and 1048576 (the default 131072 fits any real IdP)",
+        );
+    }
+    Some(SamlConfig {
+        idp: idp?,
+        sp_entity_id: sp_entity_id?,
+        sp_key,
+        sign_authn_requests,
+        name_id_format: s.name_id_format.clone(),
+        attributes,
+        clock_skew: duration(
+            p,
+            "saml.clock_skew",
+            &s.clock_skew,
+            Duration::from_secs(120),
+        ),
+        idp_initiated,
+        idp_initiated_landing,
+        assertion_signature,
+        max_response_bytes,
+    })
+}

@@ -1,0 +1,418 @@
+//! SAML end to end against a real third-party IdP (SimpleSAMLphp from Debian, a child process
+//! on a loopback port) driven by the scripted browser: SP-initiated login with and without
+//! signed AuthnRequests, IdP-initiated login in each mode, replays, oversized bodies, and the
+//! identity headers and assertion the app receives.
+
+use reqwest::header::{ACCEPT, COOKIE, LOCATION};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::support::browser::{parse_form, Browser};
+use crate::support::op::verify_with_jose;
+use crate::support::saml_idp::{SamlIdp, SamlIdpSp};
+use crate::support::upstream::{header_values, Upstream};
+use crate::support::{client, config_text, load, Bound, Keys, Sidecar, DEAD_ISSUER};
+
+struct World {
+    sidecar: Sidecar,
+    idp: SamlIdp,
+    upstream: Upstream,
+    sp_entity: String,
+    _keys: Keys,
+}
+
+/// An RSA key and self-signed certificate as PEM (the SP's signing key).
+fn sp_key_pem() -> (String, String) {
+    use openssl::{asn1::Asn1Time, bn::BigNum, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let pkey = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "sidegate test SP").unwrap();
+    let name = name.build();
+    let mut b = x509::X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&pkey).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&pkey, MessageDigest::sha256()).unwrap();
+    (
+        String::from_utf8(pkey.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+        String::from_utf8(b.build().to_pem().unwrap()).unwrap(),
+    )
+}
+
+/// sidegate with SAML only (no `[oidc]`), in front of an echo app, and SimpleSAMLphp.
+async fn world(saml_lines: &[&str], signed_requests: bool) -> World {
+    let upstream = Upstream::start().await;
+    let bound = Bound::new().await;
+    let origin = bound.url();
+    let sp_entity = format!("{origin}/.sidegate/saml/metadata");
+    let acs = format!("{origin}/.sidegate/saml/acs");
+    let slo = format!("{origin}/.sidegate/saml/slo");
+    let keys = Keys::new();
+    let (key_pem, cert_pem) = sp_key_pem();
+    let idp = SamlIdp::start(&SamlIdpSp {
+        entity_id: &sp_entity,
+        acs_url: &acs,
+        slo_url: &slo,
+        cert_pem: signed_requests.then_some(cert_pem.as_str()),
+    })
+    .await;
+    std::fs::write(keys.path().join("idp.xml"), &idp.metadata_xml).unwrap();
+    let mut text = config_text(&origin, &upstream.url(), DEAD_ISSUER, &[]);
+    // SAML only: drop the [oidc] section.
+    let (head, rest) = text.split_once("[oidc]").unwrap();
+    let rest = &rest[rest.find("[session]").unwrap()..];
+    text = format!("{head}{rest}\n[saml]\nidp_metadata_file = \"idp.xml\"\n");
+    if signed_requests {
+        std::fs::write(keys.path().join("sp.key"), key_pem).unwrap();
+        std::fs::write(keys.path().join("sp.crt"), cert_pem).unwrap();
+        text.push_str("sp_key_file = \"sp.key\"\nsp_cert_file = \"sp.crt\"\n");
+    }
+    for l in saml_lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    let sidecar = Sidecar::start(bound, load(&text, &keys));
+    World {
+        sidecar,
+        idp,
+        upstream,
+        sp_entity,
+        _keys: keys,
+    }
+}
+
+impl World {
+    fn hits(&self) -> usize {
+        self.upstream.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn sp_initiated_login_reaches_the_app_with_identity_and_a_verifiable_assertion() {
+    for signed in [false, true] {
+        let w = world(&[], signed).await;
+        let mut b = Browser::new();
+        let page = b
+            .navigate(&w.sidecar.url("/reports?q=1"), "alice", "alice-pw")
+            .await;
+        assert_eq!(
+            page.status,
+            200,
+            "signed={signed} {} {}\n{}",
+            page.url,
+            page.body,
+            w.idp.log_tail()
+        );
+        let echo: Value = serde_json::from_str(&page.body).unwrap();
+        assert_eq!(
+            echo["path"], "/reports?q=1",
+            "back at the page that started the login"
+        );
+        assert_eq!(header_values(&echo, "x-sidegate-user"), ["alice"]);
+        assert_eq!(
+            header_values(&echo, "x-sidegate-email"),
+            ["alice@example.test"]
+        );
+        assert_eq!(header_values(&echo, "x-sidegate-role"), ["admin"]);
+        assert_eq!(header_values(&echo, "x-sidegate-teams"), ["admins,devs"]);
+        let token = header_values(&echo, "x-sidegate-assertion").remove(0);
+        let origin = w.sidecar.url("");
+        let v = verify_with_jose(
+            &w.sidecar.url("/.sidegate/jwks.json"),
+            &token,
+            &origin,
+            &origin,
+        )
+        .await;
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["payload"]["idp"], w.idp.entity_id.as_str());
+        // The AuthnRequest went out with the Redirect binding, signed only when configured.
+        let sso = b
+            .visited
+            .iter()
+            .find(|u| u.contains("SSOService.php?SAMLRequest="))
+            .expect("an AuthnRequest was sent");
+        assert_eq!(sso.contains("&Signature="), signed, "{sso}");
+        assert!(
+            !sso.contains("RelayState=%2F"),
+            "RelayState is opaque, never the return URL"
+        );
+    }
+}
+
+#[tokio::test]
+async fn role_fallback_and_empty_teams_follow_the_identity_rules() {
+    let w = world(&[], false).await;
+    let mut b = Browser::new();
+    let page = b.navigate(&w.sidecar.url("/"), "dave", "dave-pw").await;
+    let echo: Value = serde_json::from_str(&page.body).unwrap();
+    // dave's `superuser` is not an allowed role: least-privilege default.
+    assert_eq!(header_values(&echo, "x-sidegate-role"), ["viewer"]);
+    assert_eq!(header_values(&echo, "x-sidegate-teams"), ["ops"]);
+    let mut b = Browser::new();
+    let page = b.navigate(&w.sidecar.url("/"), "carol", "carol-pw").await;
+    let echo: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(header_values(&echo, "x-sidegate-user"), ["carol"]);
+    assert_eq!(header_values(&echo, "x-sidegate-teams"), [""]);
+}
+
+#[tokio::test]
+async fn sp_metadata_describes_our_endpoints_and_key() {
+    let w = world(&[], true).await;
+    let r = client()
+        .get(w.sidecar.url("/.sidegate/saml/metadata"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("samlmetadata+xml"));
+    let xml = r.text().await.unwrap();
+    assert!(
+        xml.contains(&format!("entityID=\"{}\"", w.sp_entity)),
+        "{xml}"
+    );
+    assert!(xml.contains(&w.sidecar.url("/.sidegate/saml/acs")));
+    assert!(xml.contains("AuthnRequestsSigned=\"true\""), "{xml}");
+    assert!(xml.contains("use=\"encryption\""), "{xml}");
+    assert!(xml.contains("X509Certificate"));
+}
+
+/// Logs in at the IdP through its IdP-initiated URL and returns the page the ACS answered.
+async fn idp_initiated(
+    w: &World,
+    b: &mut Browser,
+    relay: Option<&str>,
+) -> crate::support::browser::Page {
+    let url = w.idp.idp_initiated_url(&w.sp_entity, relay);
+    b.navigate(&url, "bob", "bob-pw").await
+}
+
+#[tokio::test]
+async fn idp_initiated_login_is_refused_when_off() {
+    let w = world(&[], false).await;
+    let mut b = Browser::new();
+    let page = idp_initiated(&w, &mut b, Some("/inbox")).await;
+    assert_eq!(page.status, 403, "{} {}", page.url, page.body);
+    assert!(page.body.contains("not enabled"), "{}", page.body);
+    assert!(
+        b.cookie_header(&w.sidecar.url("/")).is_empty(),
+        "no session cookie"
+    );
+    assert_eq!(w.hits(), 0, "nothing reached the app");
+}
+
+#[tokio::test]
+async fn idp_initiated_login_accept_mode_lands_on_an_allowed_relay_state() {
+    let w = world(
+        &[
+            "idp_initiated = \"accept\"",
+            "idp_initiated_landing = \"/welcome\"",
+        ],
+        false,
+    )
+    .await;
+    let mut b = Browser::new();
+    let page = idp_initiated(&w, &mut b, Some("/inbox")).await;
+    let echo: Value = serde_json::from_str(&page.body).unwrap_or_else(|_| panic!("{}", page.body));
+    assert_eq!(echo["path"], "/inbox");
+    assert_eq!(header_values(&echo, "x-sidegate-user"), ["bob"]);
+    // A RelayState off the allow-list lands on the configured landing page instead.
+    let mut b = Browser::new();
+    let page = idp_initiated(&w, &mut b, Some("https://evil.example/steal")).await;
+    let echo: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(echo["path"], "/welcome");
+}
+
+#[tokio::test]
+async fn idp_initiated_login_restart_mode_becomes_an_sp_initiated_login() {
+    let w = world(&["idp_initiated = \"restart\""], false).await;
+    let mut b = Browser::new();
+    let page = idp_initiated(&w, &mut b, Some("/inbox")).await;
+    let echo: Value = serde_json::from_str(&page.body).unwrap_or_else(|_| panic!("{}", page.body));
+    assert_eq!(echo["path"], "/inbox");
+    assert_eq!(header_values(&echo, "x-sidegate-user"), ["bob"]);
+    // The unsolicited response was discarded and a fresh AuthnRequest went out.
+    let requests = b
+        .visited
+        .iter()
+        .filter(|u| u.contains("SSOService.php?SAMLRequest="))
+        .count();
+    assert_eq!(requests, 1, "{:#?}", b.visited);
+    let acs_posts = b
+        .visited
+        .iter()
+        .filter(|u| u.ends_with("/saml/acs"))
+        .count();
+    assert_eq!(
+        acs_posts, 2,
+        "unsolicited, then solicited: {:#?}",
+        b.visited
+    );
+}
+
+/// The IdP's auto-submitting form (SAMLResponse + RelayState) for a fresh SP-initiated login,
+/// without submitting it.
+async fn captured_response(w: &World, b: &mut Browser) -> Vec<(String, String)> {
+    let mut url = w.sidecar.url("/");
+    let mut resp = b.request(Method::GET, &url, None).await;
+    for _ in 0..20 {
+        if resp.status().is_redirection() {
+            let loc = resp.headers()[LOCATION].to_str().unwrap().to_string();
+            url = url::Url::parse(&url)
+                .unwrap()
+                .join(&loc)
+                .unwrap()
+                .to_string();
+            resp = b.request(Method::GET, &url, None).await;
+            continue;
+        }
+        let body = resp.text().await.unwrap();
+        let form = parse_form(&body).expect("a form");
+        if form.fields.iter().any(|(k, _)| k == "SAMLResponse") {
+            return form.fields;
+        }
+        let mut fields = form.fields;
+        for (k, v) in fields.iter_mut() {
+            match k.as_str() {
+                "username" => *v = "alice".into(),
+                "password" => *v = "alice-pw".into(),
+                _ => {}
+            }
+        }
+        url = url::Url::parse(&url)
+            .unwrap()
+            .join(&form.action)
+            .unwrap()
+            .to_string();
+        resp = b.request(Method::POST, &url, Some(&fields)).await;
+    }
+    panic!("no SAMLResponse form; visited {:#?}", b.visited);
+}
+
+async fn post_acs(w: &World, cookie: &str, fields: &[(String, String)]) -> reqwest::Response {
+    client()
+        .post(w.sidecar.url("/.sidegate/saml/acs"))
+        .header(COOKIE, cookie)
+        .header(ACCEPT, "text/html")
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_response_is_consumed_once_in_this_browser_and_refused_in_another() {
+    let w = world(&[], false).await;
+    let mut b = Browser::new();
+    let fields = captured_response(&w, &mut b).await;
+    let cookie = b.cookie_header(&w.sidecar.url("/"));
+    let first = post_acs(&w, &cookie, &fields).await;
+    assert_eq!(first.status(), 302, "{}", first.text().await.unwrap());
+    // The same POST with the same (still valid) login cookie: replayed.
+    let again = post_acs(&w, &cookie, &fields).await;
+    assert_eq!(again.status(), 400);
+    assert!(again
+        .headers()
+        .get("set-cookie")
+        .is_none_or(|c| !c.to_str().unwrap().starts_with("_sidegate=")));
+    // In a fresh browser it is an unsolicited response, refused (IdP-initiated is off).
+    let fresh = post_acs(&w, "", &fields).await;
+    assert_eq!(fresh.status(), 403);
+    assert_eq!(w.hits(), 0);
+}
+
+#[tokio::test]
+async fn an_idp_initiated_response_is_consumed_once_in_accept_mode() {
+    let w = world(&["idp_initiated = \"accept\""], false).await;
+    let mut b = Browser::new();
+    // Capture the unsolicited response instead of letting the browser post it.
+    let url = w.idp.idp_initiated_url(&w.sp_entity, Some("/x"));
+    let mut resp = b.request(Method::GET, &url, None).await;
+    let mut url = url;
+    let fields = loop {
+        if resp.status().is_redirection() {
+            let loc = resp.headers()[LOCATION].to_str().unwrap().to_string();
+            url = url::Url::parse(&url)
+                .unwrap()
+                .join(&loc)
+                .unwrap()
+                .to_string();
+            resp = b.request(Method::GET, &url, None).await;
+            continue;
+        }
+        let form = parse_form(&resp.text().await.unwrap()).unwrap();
+        if form.fields.iter().any(|(k, _)| k == "SAMLResponse") {
+            break form.fields;
+        }
+        let mut f = form.fields;
+        for (k, v) in f.iter_mut() {
+            match k.as_str() {
+                "username" => *v = "bob".into(),
+                "password" => *v = "bob-pw".into(),
+                _ => {}
+            }
+        }
+        url = url::Url::parse(&url)
+            .unwrap()
+            .join(&form.action)
+            .unwrap()
+            .to_string();
+        resp = b.request(Method::POST, &url, Some(&f)).await;
+    };
+    assert_eq!(post_acs(&w, "", &fields).await.status(), 302);
+    let replay = post_acs(&w, "", &fields).await;
+    assert_eq!(replay.status(), 403);
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_acs_posts_fail_closed() {
+    let w = world(&[], false).await;
+    let big = "A".repeat(5 * 1024 * 1024);
+    let started = std::time::Instant::now();
+    let r = client()
+        .post(w.sidecar.url("/.sidegate/saml/acs"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("SAMLResponse={big}"))
+        .send()
+        .await;
+    // Either a 413 or the connection closed mid-upload: never a session, never a panic.
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    for body in [
+        "SAMLResponse=%%%",
+        "SAMLResponse=bm90IHhtbA%3D%3D",
+        "nothing=1",
+    ] {
+        let r = client()
+            .post(w.sidecar.url("/.sidegate/saml/acs"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 400 || r.status() == 403,
+            "{body}: {}",
+            r.status()
+        );
+    }
+    let r = client()
+        .get(w.sidecar.url("/.sidegate/saml/acs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(w.hits(), 0);
+}

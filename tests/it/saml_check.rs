@@ -1,0 +1,441 @@
+//! The SAML response check against crafted, really signed responses: every rule of the
+//! check refuses its attack with its own reason, and the well-formed response passes.
+//! Each wrapping test asserts the *pre-scan* refusal: samael alone would return the signed
+//! assertion (fail-safe but silent); our guard must refuse the document outright.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use sidegate::login::saml::{Saml, SamlError, SpUrls, Verified};
+
+use crate::support::saml_craft::{
+    element, metadata, sig_template, sign, Craft, Sign, TestIdpKey, IDP_ENTITY, REQ_ID,
+};
+use crate::support::{config_text, load, Keys, DEAD_ISSUER};
+
+const ORIGIN: &str = "http://127.0.0.1:4180";
+const SP_ENTITY: &str = "http://127.0.0.1:4180/.sidegate/saml/metadata";
+const ACS: &str = "http://127.0.0.1:4180/.sidegate/saml/acs";
+
+fn idp_key() -> &'static TestIdpKey {
+    static K: OnceLock<TestIdpKey> = OnceLock::new();
+    K.get_or_init(|| TestIdpKey::new("test idp"))
+}
+
+fn other_key() -> &'static TestIdpKey {
+    static K: OnceLock<TestIdpKey> = OnceLock::new();
+    K.get_or_init(|| TestIdpKey::new("attacker"))
+}
+
+/// A SAML SP for the test IdP; `lines` go into `[saml]`.
+fn sp(lines: &[&str]) -> Saml {
+    let keys = Keys::new();
+    std::fs::write(
+        keys.path().join("idp.xml"),
+        metadata(IDP_ENTITY, &[idp_key()]),
+    )
+    .unwrap();
+    let mut text = config_text(ORIGIN, "http://127.0.0.1:9", DEAD_ISSUER, &[]);
+    text.push_str("\n[saml]\nidp_metadata_file = \"idp.xml\"\n");
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    let cfg = load(&text, &keys);
+    Saml::new(cfg.saml.unwrap(), SpUrls::new(ORIGIN, "/.sidegate")).unwrap()
+}
+
+fn craft() -> Craft {
+    Craft::new(SystemTime::now(), SP_ENTITY, ACS)
+}
+
+fn check(s: &Saml, xml: &str, c: &Craft) -> Result<Verified, SamlError> {
+    s.check(xml, Some(REQ_ID), c.now)
+}
+
+/// Asserts a refusal with reason `why`.
+fn refused(r: Result<Verified, SamlError>, why: &str) {
+    match r {
+        Ok(v) => panic!("accepted, expected `{why}`: {v:?}"),
+        Err(e) => assert_eq!(e.reason(), why, "wrong reason: {e}"),
+    }
+}
+
+#[test]
+fn well_formed_responses_pass_with_every_signature_placement() {
+    let s = sp(&[]);
+    for what in [Sign::Both, Sign::Response, Sign::Assertion] {
+        let c = craft();
+        let v =
+            check(&s, &c.signed(idp_key(), what), &c).unwrap_or_else(|e| panic!("{what:?}: {e}"));
+        assert_eq!(v.name_id, "alice");
+        assert_eq!(v.issuer, IDP_ENTITY);
+        assert_eq!(v.assertion_id, c.assertion_id);
+        assert_eq!(v.session_index.as_deref(), Some("_session-1"));
+        assert!(v
+            .attributes
+            .contains(&("groups".into(), vec!["admins".into(), "devs".into()])));
+    }
+}
+
+#[test]
+fn unsigned_and_foreign_signatures_are_refused() {
+    let s = sp(&[]);
+    let c = craft();
+    refused(
+        check(&s, &c.signed(idp_key(), Sign::Neither), &c),
+        "unsigned",
+    );
+    refused(
+        check(&s, &c.signed(other_key(), Sign::Both), &c),
+        "signature",
+    );
+    // Own-signature policy: a Response signature alone is not enough.
+    let strict = sp(&["assertion_signature = \"own\""]);
+    refused(
+        check(&strict, &c.signed(idp_key(), Sign::Response), &c),
+        "assertion_unsigned",
+    );
+    assert!(check(&strict, &c.signed(idp_key(), Sign::Assertion), &c).is_ok());
+}
+
+#[test]
+fn a_change_after_signing_breaks_the_signature() {
+    let s = sp(&[]);
+    let c = craft();
+    for what in [Sign::Both, Sign::Assertion, Sign::Response] {
+        let xml = c
+            .signed(idp_key(), what)
+            .replace(">alice</saml:NameID>", ">mallory</saml:NameID>");
+        refused(check(&s, &xml, &c), "signature");
+    }
+}
+
+#[test]
+fn signature_algorithms_outside_the_allow_list_are_refused() {
+    // RSA-SHA224 verifies fine in xmlsec, but is not on sidegate's allow-list.
+    let s = sp(&[]);
+    let c = craft();
+    let tpl = sig_template(&c.assertion_id, &idp_key().cert_b64)
+        .replace("xmldsig-more#rsa-sha256", "xmldsig-more#rsa-sha224")
+        .replace("xmlenc#sha256", "xmldsig-more#sha224");
+    let xml = sign(&c.response("", &c.assertion(&tpl)), idp_key());
+    refused(check(&s, &xml, &c), "signature");
+}
+
+/// The signed assertion, and an evil copy (other ID, other user) without a signature.
+fn evil_pair(c: &Craft, what: Sign) -> (String, String, String) {
+    let signed = c.signed(idp_key(), what);
+    let original = element(&signed, "<saml:Assertion", "</saml:Assertion>").to_string();
+    let mut evil = c.clone();
+    evil.assertion_id = "_evil".into();
+    evil.name_id = "mallory".into();
+    (signed.clone(), original, evil.assertion(""))
+}
+
+#[test]
+fn signature_wrapping_xsw1_to_xsw8_is_refused_by_the_prescan() {
+    let s = sp(&[]);
+    let c = craft();
+    let mut cases: Vec<(&str, String)> = Vec::new();
+
+    // XSW1/XSW2: the signed Response moved inside the signature (ds:Object) of a new
+    // Response with another ID and an evil assertion.
+    let (signed, _, evil) = evil_pair(&c, Sign::Response);
+    let sig = element(&signed, "<ds:Signature", "</ds:Signature>").to_string();
+    let wrapped_sig = sig.replace(
+        "</ds:Signature>",
+        &format!("<ds:Object>{signed}</ds:Object></ds:Signature>"),
+    );
+    let mut outer = c.clone();
+    outer.response_id = "_outer".into();
+    cases.push(("XSW1", outer.response(&wrapped_sig, &evil)));
+    cases.push((
+        "XSW2",
+        outer.response(&format!("{sig}<ds:Object>{signed}</ds:Object>"), &evil),
+    ));
+
+    // XSW3: evil assertion before the signed one.
+    let (signed, original, evil) = evil_pair(&c, Sign::Assertion);
+    cases.push((
+        "XSW3",
+        signed.replace(&original, &format!("{evil}{original}")),
+    ));
+    // XSW4: the signed assertion inside the evil one.
+    let evil_wrapping = evil.replace("</saml:Assertion>", &format!("{original}</saml:Assertion>"));
+    cases.push(("XSW4", signed.replace(&original, &evil_wrapping)));
+    // XSW5: the evil assertion carries the original signature; the original is appended.
+    let a_sig = element(&original, "<ds:Signature", "</ds:Signature>").to_string();
+    let evil_with_sig = evil.replace("</saml:Issuer>", &format!("</saml:Issuer>{a_sig}"));
+    cases.push((
+        "XSW5",
+        signed.replace(&original, &format!("{evil_with_sig}{original}")),
+    ));
+    // XSW6: the original assertion inside the evil assertion's copied signature.
+    let sig_with_object = a_sig.replace(
+        "</ds:Signature>",
+        &format!("<ds:Object>{original}</ds:Object></ds:Signature>"),
+    );
+    let evil6 = evil.replace(
+        "</saml:Issuer>",
+        &format!("</saml:Issuer>{sig_with_object}"),
+    );
+    cases.push(("XSW6", signed.replace(&original, &evil6)));
+    // XSW7: the original in an Extensions element, the evil assertion in its place.
+    cases.push((
+        "XSW7",
+        signed.replace(
+            &original,
+            &format!("<samlp:Extensions>{original}</samlp:Extensions>{evil}"),
+        ),
+    ));
+    // XSW8: the evil assertion with a signature whose Object holds the original (its own
+    // signature stripped).
+    let stripped = original.replace(&a_sig, "");
+    let sig8 = a_sig.replace(
+        "</ds:Signature>",
+        &format!("<ds:Object>{stripped}</ds:Object></ds:Signature>"),
+    );
+    let evil8 = evil.replace("</saml:Issuer>", &format!("</saml:Issuer>{sig8}"));
+    cases.push(("XSW8", signed.replace(&original, &evil8)));
+
+    for (name, xml) in cases {
+        match check(&s, &xml, &c) {
+            Ok(v) => panic!("{name} accepted as {}", v.name_id),
+            Err(e) => assert!(
+                matches!(e, SamlError::Shape(_)),
+                "{name} must be refused by the pre-scan, got: {e}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn two_assertions_and_duplicate_ids_are_refused() {
+    let s = sp(&[]);
+    let c = craft();
+    let signed = c.signed(idp_key(), Sign::Response);
+    let original = element(&signed, "<saml:Assertion", "</saml:Assertion>").to_string();
+    let mut other = c.clone();
+    other.assertion_id = "_second".into();
+    let two = signed.replace(&original, &format!("{original}{}", other.assertion("")));
+    refused(check(&s, &two, &c), "shape");
+    // A second element with the assertion's ID.
+    let dup = signed.replace(
+        "<samlp:Status>",
+        &format!(
+            r#"<samlp:Extensions ID="{}"/><samlp:Status>"#,
+            c.assertion_id
+        ),
+    );
+    refused(check(&s, &dup, &c), "shape");
+}
+
+#[test]
+fn a_comment_inside_the_name_id_is_refused_not_truncated() {
+    let s = sp(&[]);
+    let mut c = craft();
+    c.name_id = "admin@corp.test<!---->.evil.test".into();
+    for what in [Sign::Both, Sign::Assertion] {
+        refused(check(&s, &c.signed(idp_key(), what), &c), "comment");
+    }
+    let mut c = craft();
+    c.attributes = vec![("uid".into(), vec!["alice<!-- x -->-admin".into()])];
+    refused(check(&s, &c.signed(idp_key(), Sign::Both), &c), "comment");
+}
+
+#[test]
+fn time_windows_are_enforced_with_skew() {
+    let s = sp(&["clock_skew = \"2m\""]);
+    let c = craft();
+    let xml = c.signed(idp_key(), Sign::Both);
+    // Within the skew: fine. Past it: expired / not yet valid.
+    assert!(s
+        .check(&xml, Some(REQ_ID), c.now + Duration::from_secs(300 + 60))
+        .is_ok());
+    refused(
+        s.check(&xml, Some(REQ_ID), c.now + Duration::from_secs(300 + 121)),
+        "expired",
+    );
+    refused(
+        s.check(&xml, Some(REQ_ID), c.now - Duration::from_secs(60 + 121)),
+        "not_yet_valid",
+    );
+    // The subject confirmation window alone.
+    let mut short = craft();
+    short.scd_not_on_or_after = short.now - Duration::from_secs(180);
+    refused(
+        check(&s, &short.signed(idp_key(), Sign::Both), &short),
+        "expired",
+    );
+    // An IssueInstant long ago, even with wide Conditions.
+    let mut old = craft();
+    old.issue_instant = old.now - Duration::from_secs(3600);
+    old.not_before = old.issue_instant;
+    refused(
+        check(&s, &old.signed(idp_key(), Sign::Both), &old),
+        "expired",
+    );
+}
+
+#[test]
+fn audience_recipient_destination_issuer_and_status_must_be_ours() {
+    let s = sp(&[]);
+    let cases: Vec<(&str, fn(&mut Craft), Sign)> = vec![
+        (
+            "audience",
+            |c| c.audience = "https://other-sp.test".into(),
+            Sign::Both,
+        ),
+        (
+            "recipient",
+            |c| c.recipient = "https://other-sp.test/acs".into(),
+            Sign::Both,
+        ),
+        (
+            "destination",
+            |c| c.destination = "https://other-sp.test/acs".into(),
+            Sign::Both,
+        ),
+        (
+            "issuer",
+            |c| c.assertion_issuer = "https://evil-idp.test".into(),
+            Sign::Assertion,
+        ),
+        (
+            "issuer",
+            |c| c.issuer = "https://evil-idp.test".into(),
+            Sign::Both,
+        ),
+        (
+            "status",
+            |c| c.status = "urn:oasis:names:tc:SAML:2.0:status:Responder".into(),
+            Sign::Both,
+        ),
+    ];
+    for (why, change, what) in cases {
+        let mut c = craft();
+        change(&mut c);
+        refused(check(&s, &c.signed(idp_key(), what), &c), why);
+    }
+    // No AudienceRestriction at all.
+    let c = craft();
+    let a = c.assertion(&sig_template(&c.assertion_id, &idp_key().cert_b64));
+    let no_aud = a.replace(
+        &format!("<saml:AudienceRestriction><saml:Audience>{SP_ENTITY}</saml:Audience></saml:AudienceRestriction>"),
+        "",
+    );
+    let xml = sign(&c.response("", &no_aud), idp_key());
+    refused(check(&s, &xml, &c), "audience");
+}
+
+#[test]
+fn in_response_to_binds_the_response_to_this_browsers_request() {
+    let s = sp(&[]);
+    let c = craft();
+    let xml = c.signed(idp_key(), Sign::Both);
+    refused(
+        s.check(&xml, Some("sg_another-request"), c.now),
+        "in_response_to",
+    );
+    // Presented as unsolicited, a response to some request is refused too.
+    refused(s.check(&xml, None, c.now), "in_response_to");
+    // A real unsolicited response (no InResponseTo) passes the check itself.
+    let mut u = craft();
+    u.in_response_to = None;
+    let v = s
+        .check(&u.signed(idp_key(), Sign::Both), None, u.now)
+        .unwrap();
+    assert_eq!(v.in_response_to, None);
+    // But it cannot answer a request.
+    refused(
+        s.check(&u.signed(idp_key(), Sign::Both), Some(REQ_ID), u.now),
+        "in_response_to",
+    );
+}
+
+#[test]
+fn dtds_and_entity_expansion_are_refused_before_parsing() {
+    let s = sp(&[]);
+    let c = craft();
+    let xml = c.signed(idp_key(), Sign::Both);
+    let xxe = format!(
+        "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{}",
+        xml.replace(">alice</saml:NameID>", ">&x;</saml:NameID>")
+    );
+    refused(check(&s, &xxe, &c), "doctype");
+    let mut laughs = String::from("<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">");
+    for i in 1..10 {
+        let prev = if i == 1 {
+            "lol".to_string()
+        } else {
+            format!("lol{}", i - 1)
+        };
+        laughs.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">",
+            format!("&{prev};").repeat(10)
+        ));
+    }
+    laughs.push_str("]>");
+    let started = std::time::Instant::now();
+    refused(
+        check(
+            &s,
+            &format!("{laughs}{}", xml.replace(">alice<", ">&lol9;<")),
+            &c,
+        ),
+        "doctype",
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // An undeclared entity without a DTD.
+    refused(check(&s, &xml.replace(">alice<", ">&x;<"), &c), "doctype");
+}
+
+#[test]
+fn oversized_shapes_are_refused_cheaply() {
+    let s = sp(&[]);
+    let c = craft();
+    let xml = c.signed(idp_key(), Sign::Both);
+    let attrs: String = (0..50_000).map(|i| format!(" a{i}=\"x\"")).collect();
+    let heavy = xml.replacen("<samlp:Status>", &format!("<samlp:Status{attrs}>"), 1);
+    let started = std::time::Instant::now();
+    refused(check(&s, &heavy, &c), "shape");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the pre-scan must refuse before libxml2's quadratic attribute handling"
+    );
+    let deep = xml.replacen(
+        "<samlp:Status>",
+        &format!("{}<samlp:Status>", "<samlp:Extensions>".repeat(40)),
+        1,
+    );
+    refused(check(&s, &deep, &c), "shape");
+}
+
+#[test]
+fn each_assertion_is_consumed_once() {
+    let s = sp(&[]);
+    let c = craft();
+    let v = check(&s, &c.signed(idp_key(), Sign::Both), &c).unwrap();
+    assert!(s.first_use(&v, c.now));
+    assert!(!s.first_use(&v, c.now), "the second use is a replay");
+    let other = craft();
+    let w = check(&s, &other.signed(idp_key(), Sign::Both), &other).unwrap();
+    assert!(s.first_use(&w, other.now));
+}
+
+#[test]
+fn metadata_without_a_signing_certificate_is_refused_at_start() {
+    let keys = Keys::new();
+    let md = metadata(IDP_ENTITY, &[]);
+    std::fs::write(keys.path().join("idp.xml"), md).unwrap();
+    let mut text = config_text(ORIGIN, "http://127.0.0.1:9", DEAD_ISSUER, &[]);
+    text.push_str("\n[saml]\nidp_metadata_file = \"idp.xml\"\n");
+    let err = sidegate::config::load(&text, &sidegate::config::Env::new(), keys.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("saml.idp_metadata_file") && err.contains("signing certificate"),
+        "{err}"
+    );
+}
