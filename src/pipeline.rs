@@ -126,6 +126,7 @@ async fn own_endpoint(
         Own::OidcCallback => login::callback(cx, req, now).await,
         Own::SamlMetadata => login::saml_metadata(cx, req),
         Own::SamlLogin => login::saml_login(cx, req).await,
+        Own::SamlSlo => login::saml_slo(cx, req, now),
         Own::SamlAcs => unreachable!("handled with its body in `handle`"),
         Own::Logout => login::logout(cx, req, now),
         Own::Userinfo => login::userinfo(cx, req, now),

@@ -104,11 +104,11 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
                 return_to: tx.return_to,
                 request_id,
             },
-            TxProto::Oidc { .. } => {
+            TxProto::Oidc { .. } | TxProto::SamlLogout { .. } => {
                 return login_failed(
                     cx,
                     "wrong_protocol",
-                    "a SAML response for an OIDC login transaction".into(),
+                    "a SAML response for another kind of transaction".into(),
                     StatusCode::BAD_REQUEST,
                     Party::Downstream,
                     REFUSED,
@@ -169,6 +169,7 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
             finish_login(
                 cx,
                 identity,
+                idp_session(&verified),
                 ReturnTo::from_sealed(return_to),
                 Some(&state),
                 now,
@@ -185,9 +186,19 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
                 Ok(i) => i,
                 Err(resp) => return resp,
             };
-            finish_login(cx, identity, rt, None, now)
+            finish_login(cx, identity, idp_session(&verified), rt, None, now)
         }
     }
+}
+
+/// What single logout will need from this assertion.
+fn idp_session(v: &super::saml::Verified) -> Option<crate::session::IdpSession> {
+    v.session_index
+        .clone()
+        .map(|session_index| crate::session::IdpSession {
+            session_index,
+            name_id_format: v.name_id_format.clone(),
+        })
 }
 
 /// Reads a body, refusing it as soon as it grows past `limit` bytes.

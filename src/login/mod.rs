@@ -6,6 +6,7 @@ mod acs;
 pub mod oidc;
 pub mod return_to;
 pub mod saml;
+mod slo;
 pub mod state;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use http::{Method, Request, Response, StatusCode};
 pub use self::acs::saml_acs;
 use self::oidc::OidcError;
 use self::return_to::ReturnTo;
+pub use self::slo::saml_slo;
 use self::state::{LoginTx, TxError, TxProto, UsedStates};
 use crate::error::{rescue, Failure, Party};
 use crate::pipeline::Context;
@@ -356,6 +358,7 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
     finish_login(
         cx,
         identity,
+        None,
         ReturnTo::from_sealed(tx.return_to),
         Some(&tx.state),
         now,
@@ -397,11 +400,12 @@ fn denied(cx: &Context, d: crate::identity::Denied) -> Response<Body> {
 fn finish_login(
     cx: &Context,
     identity: crate::identity::Identity,
+    idp_session: Option<crate::session::IdpSession>,
     return_to: ReturnTo,
     tx_state: Option<&str>,
     now: SystemTime,
 ) -> Response<Body> {
-    let (session, cookies) = cx.sessions.create(identity, now);
+    let (session, cookies) = cx.sessions.create(identity, idp_session, now);
     cx.metrics.login("success", "ok");
     tracing::info!(target: "sidegate::audit", event = "login", outcome = "success", subject = %session.identity.subject,
         issuer = %session.identity.issuer, user = %session.identity.user, role = %session.identity.role, "login succeeded");
@@ -421,25 +425,48 @@ fn finish_login(
 
 /// Ends the session: cookies cleared, cached assertion dropped, then back to `rd` if allowed.
 pub fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
+    // The return URL is checked first: a refused one changes nothing.
+    let rd = match query(req)
+        .get("rd")
+        .map(|rd| return_to::check(rd, &cx.public_url, &cx.access.allowed_redirect_hosts))
+    {
+        Some(Ok(rt)) => Some(rt),
+        Some(Err(e)) => {
+            return rescue(
+                Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    Party::Downstream,
+                    "That return address is not allowed.",
+                    format!("logout rd refused: {e}"),
+                ),
+                wants_json(req),
+            )
+        }
+        None => None,
+    };
+    let mut single_logout = None;
     if let Checked::Valid(s) | Checked::Touch(s) = cx.sessions.check(req.headers(), now) {
         cx.signer.forget(&s.sid);
         tracing::info!(target: "sidegate::audit", event = "logout", subject = %s.identity.subject, "logout");
+        single_logout = slo::begin(cx, &s, rd.as_ref(), now);
     }
-    let q = query(req);
-    let mut resp = match q.get("rd").map(|rd| return_to::check(rd, &cx.public_url, &cx.access.allowed_redirect_hosts)) {
-        Some(Ok(rt)) => redirect(rt.as_str()),
-        Some(Err(e)) => return rescue(Failure::new(StatusCode::BAD_REQUEST, Party::Downstream, "That return address is not allowed.", format!("logout rd refused: {e}")), wants_json(req)),
-        None => Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .header(header::CACHE_CONTROL, "no-store")
-            .body(full_body("<!DOCTYPE html><title>Signed out</title><h1>Signed out</h1><p><a href=\"/\">Sign in again</a></p>\n"))
-            .expect("static page"),
-    };
+    let mut resp = single_logout.unwrap_or_else(|| match &rd {
+        Some(rt) => redirect(rt.as_str()),
+        None => signed_out_page(),
+    });
     for c in cx.sessions.clear() {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     resp
+}
+
+fn signed_out_page() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(full_body("<!DOCTYPE html><title>Signed out</title><h1>Signed out</h1><p><a href=\"/\">Sign in again</a></p>\n"))
+        .expect("static page")
 }
 
 /// The current identity as JSON (no tokens), or 401.

@@ -46,6 +46,11 @@ pub enum TxProto {
         /// The AuthnRequest ID the Response must answer (`InResponseTo`).
         request_id: String,
     },
+    /// A SAML single logout we started.
+    SamlLogout {
+        /// The LogoutRequest ID the LogoutResponse must answer.
+        request_id: String,
+    },
 }
 
 /// Why a callback's transaction was refused.

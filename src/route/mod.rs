@@ -16,6 +16,8 @@ pub enum Own {
     SamlLogin,
     /// `saml/acs`: the IdP's HTTP-POST of the Response.
     SamlAcs,
+    /// `saml/slo`: LogoutRequests and LogoutResponses (HTTP-Redirect binding).
+    SamlSlo,
     /// `logout`.
     Logout,
     /// `userinfo`: the current identity as JSON.
@@ -65,6 +67,7 @@ impl Routes {
                     "/saml/metadata" => Own::SamlMetadata,
                     "/saml/login" => Own::SamlLogin,
                     "/saml/acs" => Own::SamlAcs,
+                    "/saml/slo" => Own::SamlSlo,
                     "/logout" => Own::Logout,
                     "/userinfo" => Own::Userinfo,
                     "/jwks.json" => Own::Jwks,

@@ -44,6 +44,20 @@ struct PayloadV1 {
     iat: i64,
     exp: i64,
     idle: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idp: Option<IdpSession>,
+}
+
+/// The IdP's handle on a login, kept for single logout: a SAML SessionIndex and the
+/// NameID's format (the NameID itself is the identity's subject).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdpSession {
+    /// `SessionIndex` of the AuthnStatement.
+    #[serde(rename = "si")]
+    pub session_index: String,
+    /// `Format` of the NameID, echoed in the LogoutRequest.
+    #[serde(rename = "nf", default, skip_serializing_if = "Option::is_none")]
+    pub name_id_format: Option<String>,
 }
 
 /// A live session.
@@ -59,6 +73,8 @@ pub struct Session {
     pub expires: i64,
     /// Idle deadline (Unix seconds).
     pub idle_until: i64,
+    /// The IdP's session reference (SAML logins), for single logout.
+    pub idp_session: Option<IdpSession>,
 }
 
 /// Why a presented session was not accepted.
@@ -146,6 +162,7 @@ impl Sessions {
             issued: p.iat,
             expires: p.exp,
             idle_until: p.idle,
+            idp_session: p.idp,
         };
         if touch {
             Checked::Touch(session)
@@ -194,7 +211,12 @@ impl Sessions {
     }
 
     /// Starts a new session for `identity` (new random id) and returns it with its cookies.
-    pub fn create(&self, identity: Identity, now: SystemTime) -> (Session, Vec<HeaderValue>) {
+    pub fn create(
+        &self,
+        identity: Identity,
+        idp_session: Option<IdpSession>,
+        now: SystemTime,
+    ) -> (Session, Vec<HeaderValue>) {
         let now = unix(now);
         let exp = now + self.cfg.absolute_lifetime.as_secs() as i64;
         let session = Session {
@@ -203,6 +225,7 @@ impl Sessions {
             issued: now,
             expires: exp,
             idle_until: (now + self.cfg.idle_lifetime.as_secs() as i64).min(exp),
+            idp_session,
         };
         let cookies = self.cookies_for(&session);
         (session, cookies)
@@ -229,6 +252,7 @@ impl Sessions {
             iat: s.issued,
             exp: s.expires,
             idle: s.idle_until,
+            idp: s.idp_session.clone(),
         };
         let plain = serde_json::to_vec(&payload).expect("payload serializes");
         let sealed = cookie::seal(&self.cfg.keys, PURPOSE, &plain);

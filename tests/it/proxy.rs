@@ -605,7 +605,7 @@ async fn large_sessions_are_chunked_and_still_valid() {
         role: "viewer".into(),
         teams: teams.clone(),
     };
-    let (_, set) = sessions.create(identity, SystemTime::now());
+    let (_, set) = sessions.create(identity, None, SystemTime::now());
     let pairs: Vec<String> = set
         .iter()
         .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())

@@ -416,3 +416,138 @@ async fn oversized_and_malformed_acs_posts_fail_closed() {
     assert_eq!(r.status(), 405);
     assert_eq!(w.hits(), 0);
 }
+
+fn session_cookie_in(b: &Browser, w: &World) -> bool {
+    b.cookie_header(&w.sidecar.url("/"))
+        .split("; ")
+        .any(|c| c.starts_with("_sidegate="))
+}
+
+#[tokio::test]
+async fn sp_initiated_single_logout_ends_the_idp_session_too() {
+    let w = world(&[], true).await;
+    let mut b = Browser::new();
+    b.navigate(&w.sidecar.url("/"), "alice", "alice-pw").await;
+    assert!(session_cookie_in(&b, &w));
+    let hits = w.hits();
+    let logout = w.sidecar.url("/.sidegate/logout?rd=/bye");
+    let resp = b.request(Method::GET, &logout, None).await;
+    let page = crate::support::dev::follow(&mut b, logout, resp).await;
+    assert!(!session_cookie_in(&b, &w), "session cookie cleared");
+    let slo_request = b
+        .visited
+        .iter()
+        .find(|u| u.contains("SingleLogoutService.php?SAMLRequest="))
+        .expect("a LogoutRequest went to the IdP");
+    assert!(
+        slo_request.contains("&Signature="),
+        "signed with the SP key"
+    );
+    assert!(
+        b.visited
+            .iter()
+            .any(|u| u.contains("/.sidegate/saml/slo?SAMLResponse=")),
+        "the IdP answered: {:#?}",
+        b.visited
+    );
+    // Back at /bye, which needs a login: the IdP asks for a password again, so its session
+    // ended too.
+    assert!(
+        page.body.contains("name=\"password\""),
+        "{} {}",
+        page.url,
+        page.body
+    );
+    assert_eq!(
+        w.hits(),
+        hits,
+        "/bye never reached the app without a session"
+    );
+}
+
+#[tokio::test]
+async fn idp_initiated_single_logout_ends_the_session_here() {
+    let w = world(&[], true).await;
+    let mut b = Browser::new();
+    b.navigate(&w.sidecar.url("/"), "alice", "alice-pw").await;
+    assert!(session_cookie_in(&b, &w));
+    let start = format!(
+        "{}/saml2/idp/SingleLogoutService.php?ReturnTo={}",
+        w.idp.base,
+        url::form_urlencoded::byte_serialize(w.sidecar.url("/after").as_bytes())
+            .collect::<String>()
+    );
+    let resp = b.request(Method::GET, &start, None).await;
+    let page = crate::support::dev::follow(&mut b, start, resp).await;
+    assert!(!page.body.contains("Unhandled exception"), "{}", page.body);
+    assert!(
+        b.visited
+            .iter()
+            .any(|u| u.contains("/.sidegate/saml/slo?SAMLRequest=")),
+        "{:#?}\n{}",
+        b.visited,
+        w.idp.log_tail()
+    );
+    assert!(
+        !session_cookie_in(&b, &w),
+        "the IdP's LogoutRequest ended the session"
+    );
+}
+
+/// A LogoutRequest for alice as the IdP would send it, signed with `key` (or not).
+fn forged_logout_request(
+    w: &World,
+    key: Option<&openssl::pkey::PKey<openssl::pkey::Private>>,
+) -> String {
+    use sidegate::login::saml::{logout, redirect};
+    let slo = w.sidecar.url("/.sidegate/saml/slo");
+    let xml = logout::request_xml(
+        "_forged",
+        chrono::Utc::now(),
+        &slo,
+        &w.idp.entity_id,
+        "alice",
+        None,
+        "_any",
+    );
+    let url = url::Url::parse(&slo).unwrap();
+    redirect::encode(&url, redirect::Kind::Request, &xml, None, key)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn unsigned_or_foreign_logout_requests_do_not_end_sessions() {
+    let w = world(&[], false).await;
+    let mut b = Browser::new();
+    b.navigate(&w.sidecar.url("/"), "alice", "alice-pw").await;
+    let cookie = b.cookie_header(&w.sidecar.url("/"));
+    let attacker =
+        openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    for (name, url) in [
+        ("unsigned", forged_logout_request(&w, None)),
+        ("foreign key", forged_logout_request(&w, Some(&attacker))),
+    ] {
+        let r = client()
+            .get(&url)
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+        let cleared = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("_sidegate="));
+        assert!(!cleared, "{name}: the session cookie must survive");
+    }
+    // The session still works.
+    let r = client()
+        .get(w.sidecar.url("/still"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

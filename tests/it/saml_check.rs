@@ -439,3 +439,27 @@ fn metadata_without_a_signing_certificate_is_refused_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn redirect_binding_messages_are_capped_when_inflated() {
+    use sidegate::login::saml::redirect::{decode, encode, BindingError, Kind};
+    let url = url::Url::parse("https://sp.test/slo").unwrap();
+    // 10 MB of one letter deflates to a few KB: a classic bomb.
+    let bomb = "a".repeat(10 * 1024 * 1024);
+    let signed = encode(&url, Kind::Request, &bomb, None, None).unwrap();
+    assert!(signed.as_str().len() < 64 * 1024);
+    assert_eq!(
+        decode(signed.query().unwrap(), Kind::Request).unwrap_err(),
+        BindingError::TooLarge
+    );
+    // Missing pieces are errors, never panics.
+    for q in [
+        "",
+        "SAMLRequest=",
+        "SAMLRequest=%%%",
+        "SAMLRequest=AAAA&SigAlg=x",
+        "SAMLRequest=a&SAMLRequest=b",
+    ] {
+        assert!(decode(q, Kind::Request).is_err(), "{q}");
+    }
+}

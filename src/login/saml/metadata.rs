@@ -45,8 +45,12 @@ pub struct IdpMetadata {
     pub sso_redirect: Url,
     /// Where LogoutRequests go (HTTP-Redirect binding), if the IdP does SLO.
     pub slo_redirect: Option<Url>,
+    /// Where our LogoutResponses go (`ResponseLocation`, else `Location`).
+    pub slo_response: Option<Url>,
     /// How many signing certificates are pinned (several during a rotation).
     pub signing_certs: usize,
+    /// Their public keys, for Redirect-binding (query string) signatures.
+    pub(crate) signing_keys: Vec<openssl::pkey::PKey<openssl::pkey::Public>>,
     descriptor: EntityDescriptor,
 }
 
@@ -82,12 +86,14 @@ impl IdpMetadata {
                 .map(|e| e.location.clone())
         })
         .ok_or(MetadataError::NoRedirectSso)?;
-        let slo = find(&|d| {
+        let slo_endpoint = idps.iter().find_map(|d| {
             d.single_logout_services
                 .iter()
                 .find(|e| e.binding == REDIRECT_BINDING)
-                .map(|e| e.location.clone())
         });
+        let slo = slo_endpoint.map(|e| e.location.clone());
+        let slo_response =
+            slo_endpoint.map(|e| e.response_location.clone().unwrap_or(e.location.clone()));
         let probe = ServiceProvider {
             idp_metadata: descriptor.clone(),
             ..ServiceProvider::default()
@@ -99,15 +105,22 @@ impl IdpMetadata {
         if certs.is_empty() {
             return Err(MetadataError::NoSigningCert);
         }
+        let mut signing_keys = Vec::new();
         for c in &certs {
-            openssl::x509::X509::from_der(c.der_data())
+            let x = openssl::x509::X509::from_der(c.der_data())
                 .map_err(|e| MetadataError::BadCert(e.to_string()))?;
+            signing_keys.push(
+                x.public_key()
+                    .map_err(|e| MetadataError::BadCert(e.to_string()))?,
+            );
         }
         Ok(IdpMetadata {
             entity_id,
             sso_redirect: url(sso)?,
             slo_redirect: slo.map(url).transpose()?,
+            slo_response: slo_response.map(url).transpose()?,
             signing_certs: certs.len(),
+            signing_keys,
             descriptor,
         })
     }

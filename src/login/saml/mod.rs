@@ -5,8 +5,10 @@
 //! it: samael's `ServiceProvider`, the assertion replay cache and the CPU budget for XML.
 
 pub mod check;
+pub mod logout;
 pub mod metadata;
 pub mod prescan;
+pub mod redirect;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,10 +33,45 @@ pub enum SetupError {
     Metadata(String),
 }
 
-/// Why an AuthnRequest could not be made.
+/// Why an AuthnRequest or LogoutRequest could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("building the AuthnRequest: {0}")]
+#[error("building the SAML request: {0}")]
 pub struct RequestError(String);
+
+/// Why a logout message from the IdP was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SloError {
+    /// The Redirect binding (encoding, size, signature).
+    #[error(transparent)]
+    Binding(#[from] redirect::BindingError),
+    /// The message itself.
+    #[error(transparent)]
+    Message(#[from] logout::LogoutError),
+    /// Not from our IdP.
+    #[error("issuer {0:?} is not the IdP")]
+    Issuer(Option<String>),
+    /// Not addressed to our SLO endpoint.
+    #[error("destination {0} is not our SLO endpoint")]
+    Destination(String),
+    /// Past its NotOnOrAfter.
+    #[error("expired at {0}")]
+    Expired(String),
+}
+
+impl SloError {
+    /// A short stable code for audit lines.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SloError::Binding(redirect::BindingError::Unsigned) => "unsigned",
+            SloError::Binding(redirect::BindingError::BadSignature) => "signature",
+            SloError::Binding(_) => "binding",
+            SloError::Message(_) => "message",
+            SloError::Issuer(_) => "issuer",
+            SloError::Destination(_) => "destination",
+            SloError::Expired(_) => "expired",
+        }
+    }
+}
 
 /// The ACS POST, decoded.
 pub struct AcsForm {
@@ -61,6 +98,7 @@ impl moka::Expiry<String, Duration> for UntilValid {
 /// The configured SAML IdP and sidegate as its SP.
 pub struct Saml {
     cfg: SamlConfig,
+    slo_url: String,
     sp: ServiceProvider,
     verifier: Arc<check::Verifier>,
     sp_metadata: Bytes,
@@ -107,6 +145,7 @@ impl Saml {
         let verifier = check::Verifier::new(sp.clone(), cfg.clock_skew, cfg.assertion_signature);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Saml {
+            slo_url: urls.slo.clone(),
             sp,
             verifier: Arc::new(verifier),
             sp_metadata,
@@ -145,6 +184,126 @@ impl Saml {
         }
         .ok_or_else(|| RequestError("no destination".into()))?;
         Ok((url, req.id))
+    }
+
+    /// Whether the IdP takes LogoutRequests (HTTP-Redirect binding).
+    pub fn has_slo(&self) -> bool {
+        self.cfg.idp.slo_redirect.is_some()
+    }
+
+    /// A LogoutRequest for `name_id`'s IdP session, carrying `relay_state`: the URL to send
+    /// the browser to, and the request ID the LogoutResponse must answer.
+    pub fn logout_request(
+        &self,
+        name_id: &str,
+        idp_session: &crate::session::IdpSession,
+        relay_state: &str,
+        now: SystemTime,
+    ) -> Result<(Url, String), RequestError> {
+        let dest = self
+            .cfg
+            .idp
+            .slo_redirect
+            .as_ref()
+            .ok_or_else(|| RequestError("the IdP has no SLO endpoint".into()))?;
+        let id = format!("sg_{}", random_token::<20>());
+        let xml = logout::request_xml(
+            &id,
+            now.into(),
+            dest.as_str(),
+            &self.cfg.sp_entity_id,
+            name_id,
+            idp_session.name_id_format.as_deref(),
+            &idp_session.session_index,
+        );
+        let url = redirect::encode(
+            dest,
+            redirect::Kind::Request,
+            &xml,
+            Some(relay_state),
+            self.signing_key(),
+        )
+        .map_err(|e| RequestError(e.to_string()))?;
+        Ok((url, id))
+    }
+
+    /// Our LogoutResponse to the IdP's request, as the URL to send the browser to.
+    pub fn logout_response(
+        &self,
+        in_response_to: &str,
+        status: &str,
+        relay_state: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Url, RequestError> {
+        let dest = self
+            .cfg
+            .idp
+            .slo_response
+            .as_ref()
+            .ok_or_else(|| RequestError("the IdP has no SLO endpoint".into()))?;
+        let xml = logout::response_xml(
+            &format!("sg_{}", random_token::<20>()),
+            now.into(),
+            dest.as_str(),
+            &self.cfg.sp_entity_id,
+            in_response_to,
+            status,
+        );
+        redirect::encode(
+            dest,
+            redirect::Kind::Response,
+            &xml,
+            relay_state,
+            self.signing_key(),
+        )
+        .map_err(|e| RequestError(e.to_string()))
+    }
+
+    fn signing_key(&self) -> Option<&openssl::pkey::PKey<openssl::pkey::Private>> {
+        self.cfg.sp_key.as_ref().map(|k| &k.key)
+    }
+
+    fn from_idp(&self, issuer: Option<&str>, destination: Option<&str>) -> Result<(), SloError> {
+        if issuer != Some(self.cfg.idp.entity_id.as_str()) {
+            return Err(SloError::Issuer(issuer.map(str::to_string)));
+        }
+        match destination {
+            Some(d) if d != self.slo_url => Err(SloError::Destination(d.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the IdP's LogoutRequest from a raw query: it must be signed by a pinned key,
+    /// come from the IdP, be addressed to us and not be expired.
+    pub fn read_logout_request(
+        &self,
+        query: &str,
+        now: SystemTime,
+    ) -> Result<(logout::LogoutRequestIn, Option<String>), SloError> {
+        let m = redirect::decode(query, redirect::Kind::Request)?;
+        redirect::verify(&m, &self.cfg.idp.signing_keys, true)?;
+        let req = logout::parse_request(&m.xml)?;
+        self.from_idp(Some(&req.issuer), req.destination.as_deref())?;
+        if let Some(na) = req.not_on_or_after {
+            let skew = chrono::Duration::from_std(self.cfg.clock_skew).unwrap_or_default();
+            if chrono::DateTime::<chrono::Utc>::from(now) >= na + skew {
+                return Err(SloError::Expired(na.to_rfc3339()));
+            }
+        }
+        Ok((req, m.relay_state))
+    }
+
+    /// Reads the IdP's LogoutResponse from a raw query (a signature, when present, must
+    /// verify; it only decides where the browser goes next).
+    pub fn read_logout_response(
+        &self,
+        query: &str,
+    ) -> Result<(logout::LogoutResponseIn, Option<String>), SloError> {
+        let m = redirect::decode(query, redirect::Kind::Response)?;
+        redirect::verify(&m, &self.cfg.idp.signing_keys, false)?;
+        let resp = logout::parse_response(&m.xml)?;
+        self.from_idp(resp.issuer.as_deref(), resp.destination.as_deref())?;
+        Ok((resp, m.relay_state))
     }
 
     /// Decodes an ACS POST body (`SAMLResponse`, `RelayState`).

@@ -185,7 +185,7 @@ pub fn session_cookie(text: &str, keys: &Keys, user: &str, role: &str, at: Syste
         role: role.into(),
         teams: vec!["devs".into(), "ops".into()],
     };
-    let (_, cookies) = sessions.create(identity, at);
+    let (_, cookies) = sessions.create(identity, None, at);
     cookies
         .iter()
         .filter_map(|c| {

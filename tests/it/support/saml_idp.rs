@@ -109,10 +109,25 @@ impl SamlIdp {
             let base = format!("http://127.0.0.1:{port}");
             let entity_id = format!("{base}/saml2/idp/metadata.php");
             let dir_s = d.to_str().unwrap();
+            // The SP's host:port, where IdP-initiated logout may return to.
+            let sp_host = url::Url::parse(sp.acs_url)
+                .map(|u| {
+                    format!(
+                        "{}:{}",
+                        u.host_str().unwrap_or(""),
+                        u.port_or_known_default().unwrap_or(80)
+                    )
+                })
+                .unwrap();
             render(
                 &src.join("config.php.in"),
                 &d.join("config/config.php"),
-                &[("BASE_URL", &base), ("DIR", dir_s), ("SECRET_SALT", &salt)],
+                &[
+                    ("BASE_URL", &base),
+                    ("DIR", dir_s),
+                    ("SECRET_SALT", &salt),
+                    ("SP_HOST", &sp_host),
+                ],
             );
             render(
                 &src.join("saml20-idp-hosted.php.in"),
