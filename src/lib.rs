@@ -97,6 +97,10 @@ pub async fn run(
         .oidc
         .clone()
         .map(|p| tokio::spawn(p.load_with_retry()));
+    let saml_metadata = cx.login.saml.clone().map(|s| {
+        let http = login::idp_http::IdpHttp::new(std::time::Duration::from_secs(10));
+        tokio::spawn(s.keep_metadata_fresh(http))
+    });
 
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners.public {
@@ -119,8 +123,8 @@ pub async fn run(
         tasks.spawn(accept::serve(l, None, opts, handler, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
-    if let Some(d) = discovery {
-        d.abort();
+    for task in discovery.into_iter().chain(saml_metadata) {
+        task.abort();
     }
     Ok(())
 }

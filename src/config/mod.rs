@@ -148,8 +148,10 @@ pub struct OidcConfig {
 /// The SAML 2.0 identity provider and sidegate as its service provider.
 #[derive(Debug)]
 pub struct SamlConfig {
-    /// The IdP as its metadata describes it (entity ID, endpoints, pinned certificates).
-    pub idp: crate::login::saml::IdpMetadata,
+    /// Where the IdP's metadata (entity ID, endpoints, signing certificates) comes from.
+    pub idp: IdpSource,
+    /// If set, metadata must be signed by this certificate (DER).
+    pub metadata_signing_cert: Option<Vec<u8>>,
     /// Our entity ID (default: the SP metadata URL).
     pub sp_entity_id: String,
     /// Key and certificate for signing requests and decrypting assertions.
@@ -170,6 +172,20 @@ pub struct SamlConfig {
     pub assertion_signature: AssertionSignature,
     /// Largest accepted ACS POST body (bytes), checked before any XML parsing.
     pub max_response_bytes: usize,
+}
+
+/// Where the SAML IdP's metadata comes from.
+#[derive(Debug)]
+pub enum IdpSource {
+    /// A file, read and checked at start-up.
+    File(crate::login::saml::IdpMetadata),
+    /// A URL (https; http on loopback only), fetched in the background and refreshed.
+    Url {
+        /// The metadata URL.
+        url: Url,
+        /// How often to refetch it.
+        refresh: Duration,
+    },
 }
 
 /// SAML attribute names for the identity (`user` is tried in order, then the NameID).

@@ -135,6 +135,9 @@ pub struct Log {
 #[serde(default)]
 pub struct Saml {
     pub idp_metadata_file: Option<String>,
+    pub idp_metadata_url: Option<String>,
+    pub idp_metadata_refresh: Option<String>,
+    pub idp_metadata_signing_cert_file: Option<String>,
     pub sp_entity_id: Option<String>,
     pub sp_key_file: Option<String>,
     pub sp_cert_file: Option<String>,

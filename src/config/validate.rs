@@ -1104,11 +1104,24 @@ pub(super) fn describe(c: &Config) -> String {
         root.insert(
             "saml".into(),
             table(vec![
-                ("idp_entity_id", s(&m.idp.entity_id)),
-                ("idp_sso_url", s(&m.idp.sso_redirect)),
+                match &m.idp {
+                    IdpSource::File(md) => ("idp_entity_id", s(&md.entity_id)),
+                    IdpSource::Url { url, .. } => ("idp_metadata_url", s(url)),
+                },
+                match &m.idp {
+                    IdpSource::File(md) => (
+                        "idp_signing_certificates",
+                        V::Integer(md.signing_certs as i64),
+                    ),
+                    IdpSource::Url { refresh, .. } => ("idp_metadata_refresh", d(*refresh)),
+                },
                 (
-                    "idp_signing_certificates",
-                    V::Integer(m.idp.signing_certs as i64),
+                    "idp_metadata_signed_by",
+                    s(if m.metadata_signing_cert.is_some() {
+                        "pinned certificate"
+                    } else {
+                        "not required"
+                    }),
                 ),
                 ("sp_entity_id", s(&m.sp_entity_id)),
                 (

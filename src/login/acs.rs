@@ -52,6 +52,16 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
             .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
         return r;
     }
+    if !saml.is_ready() {
+        return login_failed(
+            cx,
+            "not_ready",
+            "SAML IdP metadata not loaded".into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Party::Idp,
+            "The identity provider is not reachable right now; please try again shortly.",
+        );
+    }
     let max = saml.config().max_response_bytes;
     // Base64 and form encoding at most roughly double the XML; anything bigger is not a
     // response we would accept, and is never buffered.

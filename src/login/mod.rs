@@ -3,6 +3,7 @@
 //! touches upstream headers.
 
 mod acs;
+pub mod idp_http;
 pub mod oidc;
 pub mod return_to;
 pub mod saml;

@@ -25,7 +25,7 @@ pub(super) fn begin(
 ) -> Option<Response<Body>> {
     let saml = cx.login.saml.as_ref()?;
     let idp_session = s.idp_session.as_ref()?;
-    if s.identity.issuer != saml.config().idp.entity_id || !saml.has_slo() {
+    if saml.idp_entity_id().as_deref() != Some(s.identity.issuer.as_str()) || !saml.has_slo() {
         return None;
     }
     let relay = crate::keys::random_token::<16>();
@@ -97,7 +97,7 @@ fn idp_logout(cx: &Context, req: &Request<()>, query: &str, now: SystemTime) -> 
     };
     let (status, end_here) = match cx.sessions.check(req.headers(), now) {
         Checked::Valid(s) | Checked::Touch(s) => {
-            let named = s.identity.issuer == saml.config().idp.entity_id
+            let named = saml.idp_entity_id().as_deref() == Some(s.identity.issuer.as_str())
                 && s.identity.subject == lr.name_id
                 && (lr.session_indexes.is_empty()
                     || s.idp_session

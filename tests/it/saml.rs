@@ -48,6 +48,18 @@ fn sp_key_pem() -> (String, String) {
 
 /// sidegate with SAML only (no `[oidc]`), in front of an echo app, and SimpleSAMLphp.
 async fn world(saml_lines: &[&str], signed_requests: bool) -> World {
+    world_with(saml_lines, signed_requests, Encrypt::No).await
+}
+
+/// Whether the IdP encrypts assertions, and to which certificate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encrypt {
+    No,
+    ToSp,
+    ToAnotherKey,
+}
+
+async fn world_with(saml_lines: &[&str], signed_requests: bool, encrypt: Encrypt) -> World {
     let upstream = Upstream::start().await;
     let bound = Bound::new().await;
     let origin = bound.url();
@@ -56,11 +68,17 @@ async fn world(saml_lines: &[&str], signed_requests: bool) -> World {
     let slo = format!("{origin}/.sidegate/saml/slo");
     let keys = Keys::new();
     let (key_pem, cert_pem) = sp_key_pem();
+    let other_cert = sp_key_pem().1;
     let idp = SamlIdp::start(&SamlIdpSp {
         entity_id: &sp_entity,
         acs_url: &acs,
         slo_url: &slo,
         cert_pem: signed_requests.then_some(cert_pem.as_str()),
+        encrypt_to: match encrypt {
+            Encrypt::No => None,
+            Encrypt::ToSp => Some(cert_pem.as_str()),
+            Encrypt::ToAnotherKey => Some(other_cert.as_str()),
+        },
     })
     .await;
     std::fs::write(keys.path().join("idp.xml"), &idp.metadata_xml).unwrap();
@@ -69,7 +87,7 @@ async fn world(saml_lines: &[&str], signed_requests: bool) -> World {
     let (head, rest) = text.split_once("[oidc]").unwrap();
     let rest = &rest[rest.find("[session]").unwrap()..];
     text = format!("{head}{rest}\n[saml]\nidp_metadata_file = \"idp.xml\"\n");
-    if signed_requests {
+    if signed_requests || encrypt != Encrypt::No {
         std::fs::write(keys.path().join("sp.key"), key_pem).unwrap();
         std::fs::write(keys.path().join("sp.crt"), cert_pem).unwrap();
         text.push_str("sp_key_file = \"sp.key\"\nsp_cert_file = \"sp.crt\"\n");
@@ -550,4 +568,219 @@ async fn unsigned_or_foreign_logout_requests_do_not_end_sessions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn encrypted_assertions_decrypt_with_the_sp_key_and_are_refused_otherwise() {
+    let w = world_with(&[], false, Encrypt::ToSp).await;
+    let mut b = Browser::new();
+    let fields = captured_response(&w, &mut b).await;
+    let xml = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            &fields.iter().find(|(k, _)| k == "SAMLResponse").unwrap().1,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        xml.contains("EncryptedAssertion") && !xml.contains("<saml:Assertion"),
+        "{xml}"
+    );
+    let r = post_acs(&w, &b.cookie_header(&w.sidecar.url("/")), &fields).await;
+    assert_eq!(
+        r.status(),
+        302,
+        "{}\n{}",
+        r.text().await.unwrap(),
+        w.idp.log_tail()
+    );
+
+    let w = world_with(&[], false, Encrypt::ToAnotherKey).await;
+    let mut b = Browser::new();
+    let page = b.navigate(&w.sidecar.url("/"), "alice", "alice-pw").await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(!session_cookie_in(&b, &w));
+    assert_eq!(w.hits(), 0);
+}
+
+/// The IdP's signing certificate from its metadata, as PEM.
+fn idp_cert_pem(metadata: &str) -> String {
+    let start = metadata.find("X509Certificate>").unwrap() + "X509Certificate>".len();
+    let end = start + metadata[start..].find('<').unwrap();
+    let b64: String = metadata[start..end].split_whitespace().collect();
+    let body: Vec<String> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        body.join("\n")
+    )
+}
+
+/// sidegate (SAML only) whose `[saml]` is exactly `saml` (no metadata file), in front of
+/// an echo app; `files` are written next to the config.
+async fn world_from(bound: Bound, saml: &str, files: &[(&str, &str)]) -> (Sidecar, Upstream, Keys) {
+    let upstream = Upstream::start().await;
+    let keys = Keys::new();
+    for (name, body) in files {
+        std::fs::write(keys.path().join(name), body).unwrap();
+    }
+    let text = config_text(&bound.url(), &upstream.url(), DEAD_ISSUER, &[]);
+    let (head, rest) = text.split_once("[oidc]").unwrap();
+    let rest = &rest[rest.find("[session]").unwrap()..];
+    let text = format!("{head}{rest}\n[saml]\n{saml}\n");
+    (Sidecar::start(bound, load(&text, &keys)), upstream, keys)
+}
+
+async fn ready(s: &Sidecar) -> bool {
+    for _ in 0..50 {
+        if client()
+            .get(s.admin("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn metadata_from_a_url_with_a_pinned_signing_certificate() {
+    // The IdP needs to know the SP first; its ACS host:port must be the sidecar's.
+    let bound = Bound::new().await;
+    let origin = bound.url();
+    let sp_entity = format!("{origin}/.sidegate/saml/metadata");
+    let idp = SamlIdp::start(&SamlIdpSp {
+        entity_id: &sp_entity,
+        acs_url: &format!("{origin}/.sidegate/saml/acs"),
+        slo_url: &format!("{origin}/.sidegate/saml/slo"),
+        cert_pem: None,
+        encrypt_to: None,
+    })
+    .await;
+    assert!(
+        idp.metadata_xml.contains("Signature"),
+        "SSP signs its metadata"
+    );
+    let pinned = idp_cert_pem(&idp.metadata_xml);
+    let (wrong_key, wrong_cert) = sp_key_pem();
+    drop(wrong_key);
+
+    // Right certificate: ready, and logins work.
+    let saml = format!(
+        "idp_metadata_url = \"{}\"\nidp_metadata_signing_cert_file = \"pin.pem\"",
+        idp.entity_id
+    );
+    let (s, _up, _k) = world_from(bound, &saml, &[("pin.pem", &pinned)]).await;
+    assert!(
+        ready(&s).await,
+        "metadata fetched and its signature verified"
+    );
+    let r = client()
+        .get(s.url("/"))
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(r.headers()[LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with(&idp.base));
+    drop(s);
+
+    // Another certificate: the metadata is refused; SAML logins answer 503, never redirect.
+    let (s, _up, _k) = world_from(Bound::new().await, &saml, &[("pin.pem", &wrong_cert)]).await;
+    assert!(
+        !ready(&s).await,
+        "unverified metadata never makes sidegate ready"
+    );
+    let r = client()
+        .get(s.url("/"))
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+/// Serves whatever `doc` holds at `/metadata`.
+async fn metadata_server(doc: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let doc = doc.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    let body = doc.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/metadata")
+}
+
+#[tokio::test]
+async fn refreshed_metadata_rotates_the_signing_key_without_a_restart() {
+    use crate::support::saml_craft::{metadata, Craft, Sign, TestIdpKey, IDP_ENTITY};
+    let (old, new) = (TestIdpKey::new("old"), TestIdpKey::new("new"));
+    let doc = std::sync::Arc::new(std::sync::Mutex::new(metadata(IDP_ENTITY, &[&old])));
+    let url = metadata_server(doc.clone()).await;
+    let saml = format!(
+        "idp_metadata_url = \"{url}\"\nidp_metadata_refresh = \"1s\"\nidp_initiated = \"accept\""
+    );
+    let (s, _up, _k) = world_from(Bound::new().await, &saml, &[]).await;
+    assert!(ready(&s).await);
+    let origin = s.url("");
+    let post = |key: &TestIdpKey| {
+        let mut c = Craft::new(
+            std::time::SystemTime::now(),
+            &format!("{origin}/.sidegate/saml/metadata"),
+            &format!("{origin}/.sidegate/saml/acs"),
+        );
+        c.in_response_to = None;
+        let xml = c.signed(key, Sign::Both);
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, xml);
+        client()
+            .post(s.url("/.sidegate/saml/acs"))
+            .form(&[("SAMLResponse", b64)])
+            .send()
+    };
+    assert_eq!(post(&old).await.unwrap().status(), 302);
+    assert_eq!(post(&new).await.unwrap().status(), 403, "not yet trusted");
+    *doc.lock().unwrap() = metadata(IDP_ENTITY, &[&new]);
+    let mut status = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = post(&new).await.unwrap().status().as_u16();
+        if status == 302 {
+            break;
+        }
+    }
+    assert_eq!(status, 302, "the new key is trusted after a refresh");
+    assert_eq!(
+        post(&old).await.unwrap().status(),
+        403,
+        "the old key no longer is"
+    );
 }

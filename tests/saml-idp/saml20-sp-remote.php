@@ -1,8 +1,10 @@
 <?php
 // The one SP the IdP knows: sidegate under test. Not an XML metadata document: the harness
 // writes the SP's parameters to sp.json next to this file (JSON, so no PHP quoting in Rust):
-//   {"entity_id": "...", "acs_url": "...", "slo_url": "...", "cert_data": "MIIC..." | null}
-// cert_data is the base64 body of the SP's signing certificate (PEM without the armor).
+//   {"entity_id": "...", "acs_url": "...", "slo_url": "...", "cert_data": "MIIC..." | null,
+//    "encrypt_to": "MIIC..." | null}
+// cert_data is the base64 body of the SP's signing certificate (PEM without the armor);
+// encrypt_to, the certificate assertions are encrypted to (EncryptedAssertion).
 $sp = json_decode(file_get_contents(__DIR__ . '/sp.json'), true, 8, JSON_THROW_ON_ERROR);
 $redirect = 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect';
 $entry = [
@@ -21,5 +23,19 @@ if (!empty($sp['cert_data'])) {
     $entry['certData'] = $sp['cert_data'];
     $entry['validate.authnrequest'] = true;
     $entry['validate.logout'] = true;
+}
+if (!empty($sp['encrypt_to'])) {
+    // With `keys`, SSP takes signing and encryption certificates from it, not certData.
+    $entry['assertion.encryption'] = true;
+    $entry['keys'] = [[
+        'encryption' => true, 'signing' => false,
+        'type' => 'X509Certificate', 'X509Certificate' => $sp['encrypt_to'],
+    ]];
+    if (!empty($sp['cert_data'])) {
+        $entry['keys'][] = [
+            'encryption' => false, 'signing' => true,
+            'type' => 'X509Certificate', 'X509Certificate' => $sp['cert_data'],
+        ];
+    }
 }
 $metadata[$sp['entity_id']] = $entry;

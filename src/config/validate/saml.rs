@@ -8,9 +8,9 @@ use url::Url;
 
 use super::{duration, Problems};
 use crate::config::raw;
-use crate::config::{AssertionSignature, IdpInitiated, SamlAttributes, SamlConfig};
+use crate::config::{AssertionSignature, IdpInitiated, IdpSource, SamlAttributes, SamlConfig};
 use crate::keys::SamlSpKey;
-use crate::login::saml::IdpMetadata;
+use crate::login::saml::load_metadata;
 
 const MS_CLAIMS: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims";
 const XMLSOAP_CLAIMS: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims";
@@ -69,17 +69,38 @@ pub(super) fn build(
     base_dir: &Path,
     p: &mut Problems,
 ) -> Option<SamlConfig> {
-    let idp = match &s.idp_metadata_file {
-        None => {
+    let metadata_signing_cert = s.idp_metadata_signing_cert_file.as_ref().and_then(|f| {
+        let pem = read(p, "saml.idp_metadata_signing_cert_file", f, base_dir)?;
+        openssl::x509::X509::from_pem(pem.as_bytes())
+            .and_then(|c| c.to_der())
+            .map_err(|e| {
+                p.add(
+                    "saml.idp_metadata_signing_cert_file",
+                    format!("not a PEM certificate: {e}"),
+                    "use the certificate your IdP signs its metadata with",
+                )
+            })
+            .ok()
+    });
+    let idp = match (&s.idp_metadata_file, &s.idp_metadata_url) {
+        (None, None) => {
             p.add(
                 "saml.idp_metadata_file",
                 "missing",
-                "download the IdP's SAML metadata XML and point this at it",
+                "point idp_metadata_file at the IdP's SAML metadata XML, or set idp_metadata_url",
             );
             None
         }
-        Some(f) => read(p, "saml.idp_metadata_file", f, base_dir).and_then(|xml| {
-            IdpMetadata::parse(&xml)
+        (Some(_), Some(_)) => {
+            p.add(
+                "saml.idp_metadata_url",
+                "both a metadata file and a URL are given",
+                "keep one of idp_metadata_file and idp_metadata_url",
+            );
+            None
+        }
+        (Some(f), None) => read(p, "saml.idp_metadata_file", f, base_dir).and_then(|xml| {
+            load_metadata(&xml, metadata_signing_cert.as_deref())
                 .map_err(|e| {
                     p.add(
                         "saml.idp_metadata_file",
@@ -88,7 +109,32 @@ pub(super) fn build(
                     )
                 })
                 .ok()
+                .map(IdpSource::File)
         }),
+        (None, Some(u)) => match Url::parse(u) {
+            Ok(url)
+                if url.scheme() == "https"
+                    || (url.scheme() == "http" && super::is_loopback_host(&url)) =>
+            {
+                Some(IdpSource::Url {
+                    url,
+                    refresh: duration(
+                        p,
+                        "saml.idp_metadata_refresh",
+                        &s.idp_metadata_refresh,
+                        Duration::from_secs(3600),
+                    ),
+                })
+            }
+            _ => {
+                p.add(
+                    "saml.idp_metadata_url",
+                    format!("`{u}` is not an https URL"),
+                    "use the IdP's https metadata URL (plain http only on loopback, for tests)",
+                );
+                None
+            }
+        },
     };
     let sp_entity_id = s.sp_entity_id.clone().or(sp_metadata_url);
     if let Some(id) = &sp_entity_id {
@@ -209,6 +255,7 @@ pub(super) fn build(
     }
     Some(SamlConfig {
         idp: idp?,
+        metadata_signing_cert,
         sp_entity_id: sp_entity_id?,
         sp_key,
         sign_authn_requests,

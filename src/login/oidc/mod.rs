@@ -2,7 +2,6 @@
 //! per interval on an unknown `kid`), the authorize redirect, the code exchange, the ID-token
 //! check (`id_token`) and the optional userinfo call.
 
-pub mod http;
 pub mod id_token;
 
 use std::sync::{Arc, Mutex};
@@ -18,8 +17,8 @@ use openidconnect::{
 };
 use serde_json::{Map, Value};
 
-use self::http::IdpHttp;
 use self::id_token::{Expect, IdTokenError};
+use super::idp_http::IdpHttp;
 use crate::config::OidcConfig;
 
 /// Why the IdP part of a login failed.

@@ -82,6 +82,9 @@ pub enum SamlError {
     /// Anything else samael refused (parse errors of the signed content).
     #[error("unreadable response: {0}")]
     Unreadable(String),
+    /// The IdP's metadata is not loaded yet.
+    #[error("the IdP's metadata is not loaded")]
+    NotReady,
 }
 
 impl SamlError {
@@ -106,6 +109,7 @@ impl SamlError {
             SamlError::Subject(_) => "subject",
             SamlError::Decrypt(_) => "decrypt",
             SamlError::Unreadable(_) => "unreadable",
+            SamlError::NotReady => "not_ready",
         }
     }
 }

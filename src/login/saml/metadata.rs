@@ -34,6 +34,34 @@ pub enum MetadataError {
     /// A certificate does not decode.
     #[error("a certificate does not decode: {0}")]
     BadCert(String),
+    /// The metadata is not signed as a whole by the pinned certificate.
+    #[error("metadata signature: {0}")]
+    Signature(String),
+}
+
+/// Checks and parses metadata; with `pinned_cert` (DER), only metadata signed as a whole
+/// (the EntityDescriptor) by that certificate is accepted, and only the signed content is read.
+pub fn load(xml: &str, pinned_cert: Option<&[u8]>) -> Result<IdpMetadata, MetadataError> {
+    let Some(cert) = pinned_cert else {
+        return IdpMetadata::parse(xml);
+    };
+    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+        return Err(MetadataError::Doctype);
+    }
+    use samael::crypto::{Crypto, CryptoProvider, ReduceMode};
+    let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+        xml,
+        &[cert.to_vec().into()],
+        ReduceMode::ValidateAndMarkNoAncestors,
+        Some(&super::check::ALLOWED_ALGS),
+    )
+    .map_err(|e| MetadataError::Signature(e.to_string()))?;
+    IdpMetadata::parse(&signed).map_err(|e| match e {
+        MetadataError::Xml(_) => MetadataError::Signature(
+            "the signature does not cover the whole EntityDescriptor".into(),
+        ),
+        other => other,
+    })
 }
 
 /// The IdP as its metadata describes it.

@@ -21,9 +21,9 @@ use serde_json::{Map, Value};
 use url::Url;
 
 pub use self::check::{SamlError, Verified};
-pub use self::metadata::{IdpMetadata, MetadataError};
-use crate::config::{IdentityConfig, SamlConfig};
-use crate::keys::random_token;
+pub use self::metadata::{load as load_metadata, IdpMetadata, MetadataError};
+use crate::config::{IdentityConfig, IdpSource, SamlConfig};
+use crate::keys::{random_bytes, random_token};
 
 /// Why the SAML service provider could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,9 @@ pub enum SloError {
     /// The message itself.
     #[error(transparent)]
     Message(#[from] logout::LogoutError),
+    /// The IdP's metadata is not loaded.
+    #[error("the IdP's metadata is not loaded")]
+    NotReady,
     /// Not from our IdP.
     #[error("issuer {0:?} is not the IdP")]
     Issuer(Option<String>),
@@ -66,6 +69,7 @@ impl SloError {
             SloError::Binding(redirect::BindingError::BadSignature) => "signature",
             SloError::Binding(_) => "binding",
             SloError::Message(_) => "message",
+            SloError::NotReady => "not_ready",
             SloError::Issuer(_) => "issuer",
             SloError::Destination(_) => "destination",
             SloError::Expired(_) => "expired",
@@ -95,16 +99,29 @@ impl moka::Expiry<String, Duration> for UntilValid {
     }
 }
 
+/// The IdP as currently known: its metadata and what is built from it. Swapped whole when
+/// metadata fetched from a URL changes, so a check never mixes two versions.
+pub struct Idp {
+    /// The parsed, checked metadata.
+    pub metadata: IdpMetadata,
+    sp: ServiceProvider,
+    verifier: Arc<check::Verifier>,
+}
+
 /// The configured SAML IdP and sidegate as its SP.
 pub struct Saml {
     cfg: SamlConfig,
-    slo_url: String,
-    sp: ServiceProvider,
-    verifier: Arc<check::Verifier>,
+    urls: SpUrls,
     sp_metadata: Bytes,
+    idp: std::sync::RwLock<Option<Arc<Idp>>>,
     used: moka::sync::Cache<String, Duration>,
     cpu: Arc<tokio::sync::Semaphore>,
 }
+
+/// Why the IdP cannot be used right now.
+#[derive(Debug, thiserror::Error)]
+#[error("the SAML IdP's metadata has not been loaded yet (see the log for why)")]
+pub struct NotReady;
 
 /// Public URLs of the SP endpoints.
 pub struct SpUrls {
@@ -128,34 +145,117 @@ impl SpUrls {
 }
 
 impl Saml {
-    /// Builds samael's SP and our verifier from the validated config.
+    /// Builds the SP from the validated config. Metadata from a file is in use at once;
+    /// metadata from a URL arrives with `keep_metadata_fresh`.
     pub fn new(cfg: SamlConfig, urls: SpUrls) -> Result<Self, SetupError> {
-        let sp = ServiceProvider {
+        let sp_metadata = sp_metadata_xml(&Self::base_sp(&cfg, &urls), cfg.sign_authn_requests)?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let saml = Saml {
+            sp_metadata,
+            idp: std::sync::RwLock::new(None),
+            used: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .expire_after(UntilValid)
+                .build(),
+            cpu: Arc::new(tokio::sync::Semaphore::new(cores)),
+            urls,
+            cfg,
+        };
+        if let IdpSource::File(m) = &saml.cfg.idp {
+            saml.install(m.clone());
+        }
+        Ok(saml)
+    }
+
+    /// samael's SP without IdP metadata.
+    fn base_sp(cfg: &SamlConfig, urls: &SpUrls) -> ServiceProvider {
+        ServiceProvider {
             entity_id: Some(cfg.sp_entity_id.clone()),
             key: cfg.sp_key.as_ref().map(|k| k.key.clone()),
             certificate: cfg.sp_key.as_ref().map(|k| k.cert_der.clone().into()),
             metadata_url: Some(urls.metadata.clone()),
             acs_url: Some(urls.acs.clone()),
             slo_url: Some(urls.slo.clone()),
-            idp_metadata: cfg.idp.descriptor().clone(),
             authn_name_id_format: cfg.name_id_format.clone(),
             ..ServiceProvider::default()
-        };
-        let sp_metadata = sp_metadata_xml(&sp, cfg.sign_authn_requests)?;
-        let verifier = check::Verifier::new(sp.clone(), cfg.clock_skew, cfg.assertion_signature);
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Saml {
-            slo_url: urls.slo.clone(),
+        }
+    }
+
+    /// Puts `metadata` in use for every later request.
+    fn install(&self, metadata: IdpMetadata) {
+        let mut sp = Self::base_sp(&self.cfg, &self.urls);
+        sp.idp_metadata = metadata.descriptor().clone();
+        let verifier = check::Verifier::new(
+            sp.clone(),
+            self.cfg.clock_skew,
+            self.cfg.assertion_signature,
+        );
+        let idp = Arc::new(Idp {
+            metadata,
             sp,
             verifier: Arc::new(verifier),
-            sp_metadata,
-            used: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .expire_after(UntilValid)
-                .build(),
-            cpu: Arc::new(tokio::sync::Semaphore::new(cores)),
-            cfg,
-        })
+        });
+        *self.idp.write().expect("IdP lock poisoned") = Some(idp);
+    }
+
+    /// The IdP in use, if its metadata is loaded.
+    pub fn idp(&self) -> Result<Arc<Idp>, NotReady> {
+        self.idp
+            .read()
+            .expect("IdP lock poisoned")
+            .clone()
+            .ok_or(NotReady)
+    }
+
+    /// Whether logins can start (metadata loaded).
+    pub fn is_ready(&self) -> bool {
+        self.idp().is_ok()
+    }
+
+    /// For metadata from a URL: fetches it until it loads (backoff with jitter), then
+    /// refreshes it every `refresh`. A failed refresh keeps the metadata in use.
+    pub async fn keep_metadata_fresh(self: Arc<Self>, http: super::idp_http::IdpHttp) {
+        let IdpSource::Url { url, refresh } = &self.cfg.idp else {
+            return;
+        };
+        let mut retry = Duration::from_millis(500);
+        loop {
+            let wait = match self.fetch_metadata(&http, url).await {
+                Ok(m) => {
+                    let changed = self.idp().map_or(true, |i| {
+                        i.metadata.signing_certs != m.signing_certs
+                            || i.metadata.entity_id != m.entity_id
+                    });
+                    tracing::info!(url = %url, entity = %m.entity_id, certs = m.signing_certs, changed, "SAML IdP metadata loaded");
+                    self.install(m);
+                    retry = Duration::from_millis(500);
+                    *refresh
+                }
+                Err(e) => {
+                    tracing::warn!(url = %url, error = %e, retry_in = ?retry, "SAML IdP metadata fetch failed; keeping what is in use");
+                    let r = retry;
+                    retry = (retry * 2).min(Duration::from_secs(60)).min(*refresh);
+                    r + Duration::from_millis(u64::from(random_bytes::<1>()[0]) * 4)
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn fetch_metadata(
+        &self,
+        http: &super::idp_http::IdpHttp,
+        url: &Url,
+    ) -> Result<IdpMetadata, String> {
+        let req = http::Request::get(url.as_str())
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let resp = http.send(req).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let xml = String::from_utf8(resp.into_body()).map_err(|_| "not UTF-8".to_string())?;
+        metadata::load(&xml, self.cfg.metadata_signing_cert.as_deref()).map_err(|e| e.to_string())
     }
 
     /// The validated config.
@@ -171,10 +271,11 @@ impl Saml {
     /// A new AuthnRequest to the IdP (HTTP-Redirect binding), carrying `relay_state`.
     /// Returns the URL to send the browser to and the request ID to expect back.
     pub fn authn_request(&self, relay_state: &str) -> Result<(Url, String), RequestError> {
+        let idp = self.idp().map_err(|e| RequestError(e.to_string()))?;
         let err = |e: Box<dyn std::error::Error>| RequestError(e.to_string());
-        let mut req = self
+        let mut req = idp
             .sp
-            .make_authentication_request(self.cfg.idp.sso_redirect.as_str())
+            .make_authentication_request(idp.metadata.sso_redirect.as_str())
             .map_err(err)?;
         // samael's IDs carry 32 random bits; ours carry 160 (and start with a letter).
         req.id = format!("sg_{}", random_token::<20>());
@@ -188,7 +289,12 @@ impl Saml {
 
     /// Whether the IdP takes LogoutRequests (HTTP-Redirect binding).
     pub fn has_slo(&self) -> bool {
-        self.cfg.idp.slo_redirect.is_some()
+        self.idp().is_ok_and(|i| i.metadata.slo_redirect.is_some())
+    }
+
+    /// The IdP's entity ID, if its metadata is loaded.
+    pub fn idp_entity_id(&self) -> Option<String> {
+        self.idp().ok().map(|i| i.metadata.entity_id.clone())
     }
 
     /// A LogoutRequest for `name_id`'s IdP session, carrying `relay_state`: the URL to send
@@ -200,9 +306,9 @@ impl Saml {
         relay_state: &str,
         now: SystemTime,
     ) -> Result<(Url, String), RequestError> {
-        let dest = self
-            .cfg
-            .idp
+        let idp = self.idp().map_err(|e| RequestError(e.to_string()))?;
+        let dest = idp
+            .metadata
             .slo_redirect
             .as_ref()
             .ok_or_else(|| RequestError("the IdP has no SLO endpoint".into()))?;
@@ -235,9 +341,9 @@ impl Saml {
         relay_state: Option<&str>,
         now: SystemTime,
     ) -> Result<Url, RequestError> {
-        let dest = self
-            .cfg
-            .idp
+        let idp = self.idp().map_err(|e| RequestError(e.to_string()))?;
+        let dest = idp
+            .metadata
             .slo_response
             .as_ref()
             .ok_or_else(|| RequestError("the IdP has no SLO endpoint".into()))?;
@@ -263,12 +369,17 @@ impl Saml {
         self.cfg.sp_key.as_ref().map(|k| &k.key)
     }
 
-    fn from_idp(&self, issuer: Option<&str>, destination: Option<&str>) -> Result<(), SloError> {
-        if issuer != Some(self.cfg.idp.entity_id.as_str()) {
+    fn from_idp(
+        &self,
+        idp: &Idp,
+        issuer: Option<&str>,
+        destination: Option<&str>,
+    ) -> Result<(), SloError> {
+        if issuer != Some(idp.metadata.entity_id.as_str()) {
             return Err(SloError::Issuer(issuer.map(str::to_string)));
         }
         match destination {
-            Some(d) if d != self.slo_url => Err(SloError::Destination(d.to_string())),
+            Some(d) if d != self.urls.slo => Err(SloError::Destination(d.to_string())),
             _ => Ok(()),
         }
     }
@@ -280,10 +391,11 @@ impl Saml {
         query: &str,
         now: SystemTime,
     ) -> Result<(logout::LogoutRequestIn, Option<String>), SloError> {
+        let idp = self.idp().map_err(|_| SloError::NotReady)?;
         let m = redirect::decode(query, redirect::Kind::Request)?;
-        redirect::verify(&m, &self.cfg.idp.signing_keys, true)?;
+        redirect::verify(&m, &idp.metadata.signing_keys, true)?;
         let req = logout::parse_request(&m.xml)?;
-        self.from_idp(Some(&req.issuer), req.destination.as_deref())?;
+        self.from_idp(&idp, Some(&req.issuer), req.destination.as_deref())?;
         if let Some(na) = req.not_on_or_after {
             let skew = chrono::Duration::from_std(self.cfg.clock_skew).unwrap_or_default();
             if chrono::DateTime::<chrono::Utc>::from(now) >= na + skew {
@@ -299,10 +411,11 @@ impl Saml {
         &self,
         query: &str,
     ) -> Result<(logout::LogoutResponseIn, Option<String>), SloError> {
+        let idp = self.idp().map_err(|_| SloError::NotReady)?;
         let m = redirect::decode(query, redirect::Kind::Response)?;
-        redirect::verify(&m, &self.cfg.idp.signing_keys, false)?;
+        redirect::verify(&m, &idp.metadata.signing_keys, false)?;
         let resp = logout::parse_response(&m.xml)?;
-        self.from_idp(resp.issuer.as_deref(), resp.destination.as_deref())?;
+        self.from_idp(&idp, resp.issuer.as_deref(), resp.destination.as_deref())?;
         Ok((resp, m.relay_state))
     }
 
@@ -340,7 +453,8 @@ impl Saml {
         expected_request: Option<&str>,
         now: SystemTime,
     ) -> Result<Verified, SamlError> {
-        check::verify(xml, &self.verifier, expected_request, now)
+        let idp = self.idp().map_err(|_| SamlError::NotReady)?;
+        check::verify(xml, &idp.verifier, expected_request, now)
     }
 
     /// Runs `check::verify` on the blocking pool, at most one per core at a time, so XML
@@ -357,7 +471,11 @@ impl Saml {
             .acquire_owned()
             .await
             .expect("semaphore never closed");
-        let verifier = self.verifier.clone();
+        let verifier = self
+            .idp()
+            .map_err(|_| SamlError::NotReady)?
+            .verifier
+            .clone();
         tokio::task::spawn_blocking(move || {
             check::verify(&xml, &verifier, expected_request.as_deref(), now)
         })

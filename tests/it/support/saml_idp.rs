@@ -33,6 +33,8 @@ pub struct SamlIdpSp<'a> {
     /// The SP's signing certificate (PEM). With it, the IdP rejects AuthnRequests and logout
     /// messages not signed by its key; without it, it accepts them unsigned.
     pub cert_pem: Option<&'a str>,
+    /// Encrypt assertions to this certificate (PEM): `EncryptedAssertion` in every response.
+    pub encrypt_to: Option<&'a str>,
 }
 
 pub struct SamlIdp {
@@ -85,15 +87,15 @@ impl SamlIdp {
             fs::copy(src.join(file), d.join(sub).join(file)).unwrap();
         }
         // saml20-sp-remote.php reads this; JSON spares us quoting values into PHP.
-        let cert_data = sp.cert_pem.map(|pem| {
+        let body = |pem: &str| {
             pem.lines()
                 .map(str::trim)
                 .filter(|l| !l.starts_with("-----"))
                 .collect::<String>()
-        });
+        };
         let sp_json = serde_json::json!({
             "entity_id": sp.entity_id, "acs_url": sp.acs_url, "slo_url": sp.slo_url,
-            "cert_data": cert_data,
+            "cert_data": sp.cert_pem.map(body), "encrypt_to": sp.encrypt_to.map(body),
         });
         fs::write(d.join("metadata/sp.json"), sp_json.to_string()).unwrap();
         let salt = format!("{:032x}", rand::random::<u128>());

@@ -1,4 +1,5 @@
-//! The HTTP client openidconnect talks to the IdP through: hyper + rustls (aws-lc-rs), no
+//! The HTTP client for calls to IdPs (OIDC discovery, JWKS, token and userinfo through
+//! openidconnect; SAML metadata): hyper + rustls (aws-lc-rs), no
 //! redirect following (SSRF), a timeout, a body cap, and https only (plain http on loopback
 //! only, for tests).
 
