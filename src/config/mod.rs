@@ -178,7 +178,7 @@ pub struct SamlConfig {
 #[derive(Debug)]
 pub enum IdpSource {
     /// A file, read and checked at start-up.
-    File(crate::login::saml::IdpMetadata),
+    File(Box<crate::login::saml::IdpMetadata>),
     /// A URL (https; http on loopback only), fetched in the background and refreshed.
     Url {
         /// The metadata URL.

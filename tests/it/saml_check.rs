@@ -377,7 +377,7 @@ fn dtds_and_entity_expansion_are_refused_before_parsing() {
         ));
     }
     laughs.push_str("]>");
-    let started = std::time::Instant::now();
+    // Refused by the pre-scan (reason `doctype`): libxml2 never expands anything.
     refused(
         check(
             &s,
@@ -386,7 +386,6 @@ fn dtds_and_entity_expansion_are_refused_before_parsing() {
         ),
         "doctype",
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
     // An undeclared entity without a DTD.
     refused(check(&s, &xml.replace(">alice<", ">&x;<"), &c), "doctype");
 }
@@ -398,12 +397,11 @@ fn oversized_shapes_are_refused_cheaply() {
     let xml = c.signed(idp_key(), Sign::Both);
     let attrs: String = (0..50_000).map(|i| format!(" a{i}=\"x\"")).collect();
     let heavy = xml.replacen("<samlp:Status>", &format!("<samlp:Status{attrs}>"), 1);
-    let started = std::time::Instant::now();
-    refused(check(&s, &heavy, &c), "shape");
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "the pre-scan must refuse before libxml2's quadratic attribute handling"
-    );
+    // The pre-scan refuses it (linear), before libxml2's quadratic attribute handling.
+    match check(&s, &heavy, &c) {
+        Err(SamlError::Shape(sidegate::login::saml::prescan::Refused::Limits(_))) => {}
+        other => panic!("expected the pre-scan's limit refusal, got {other:?}"),
+    }
     let deep = xml.replacen(
         "<samlp:Status>",
         &format!("{}<samlp:Status>", "<samlp:Extensions>".repeat(40)),

@@ -109,7 +109,7 @@ pub(super) fn build(
                     )
                 })
                 .ok()
-                .map(IdpSource::File)
+                .map(|m| IdpSource::File(Box::new(m)))
         }),
         (None, Some(u)) => match Url::parse(u) {
             Ok(url)

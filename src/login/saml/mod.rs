@@ -9,6 +9,7 @@ pub mod logout;
 pub mod metadata;
 pub mod prescan;
 pub mod redirect;
+mod xmlsec_log;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -148,6 +149,7 @@ impl Saml {
     /// Builds the SP from the validated config. Metadata from a file is in use at once;
     /// metadata from a URL arrives with `keep_metadata_fresh`.
     pub fn new(cfg: SamlConfig, urls: SpUrls) -> Result<Self, SetupError> {
+        xmlsec_log::install();
         let sp_metadata = sp_metadata_xml(&Self::base_sp(&cfg, &urls), cfg.sign_authn_requests)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let saml = Saml {
@@ -162,7 +164,7 @@ impl Saml {
             cfg,
         };
         if let IdpSource::File(m) = &saml.cfg.idp {
-            saml.install(m.clone());
+            saml.install((**m).clone());
         }
         Ok(saml)
     }
@@ -369,7 +371,7 @@ impl Saml {
         self.cfg.sp_key.as_ref().map(|k| &k.key)
     }
 
-    fn from_idp(
+    fn check_sender(
         &self,
         idp: &Idp,
         issuer: Option<&str>,
@@ -395,7 +397,7 @@ impl Saml {
         let m = redirect::decode(query, redirect::Kind::Request)?;
         redirect::verify(&m, &idp.metadata.signing_keys, true)?;
         let req = logout::parse_request(&m.xml)?;
-        self.from_idp(&idp, Some(&req.issuer), req.destination.as_deref())?;
+        self.check_sender(&idp, Some(&req.issuer), req.destination.as_deref())?;
         if let Some(na) = req.not_on_or_after {
             let skew = chrono::Duration::from_std(self.cfg.clock_skew).unwrap_or_default();
             if chrono::DateTime::<chrono::Utc>::from(now) >= na + skew {
@@ -415,7 +417,7 @@ impl Saml {
         let m = redirect::decode(query, redirect::Kind::Response)?;
         redirect::verify(&m, &idp.metadata.signing_keys, false)?;
         let resp = logout::parse_response(&m.xml)?;
-        self.from_idp(&idp, resp.issuer.as_deref(), resp.destination.as_deref())?;
+        self.check_sender(&idp, resp.issuer.as_deref(), resp.destination.as_deref())?;
         Ok((resp, m.relay_state))
     }
 

@@ -20,7 +20,9 @@ use url::Url;
 pub const MAX_INFLATED: usize = 64 * 1024;
 
 const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
-const ALGS: [(&str, fn() -> MessageDigest); 6] = [
+/// A signature algorithm URI and the digest it signs with.
+type Alg = (&'static str, fn() -> MessageDigest);
+const ALGS: [Alg; 6] = [
     (RSA_SHA256, MessageDigest::sha256),
     (
         "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
