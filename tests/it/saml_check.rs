@@ -29,6 +29,11 @@ fn other_key() -> &'static TestIdpKey {
 
 /// A SAML SP for the test IdP; `lines` go into `[saml]`.
 fn sp(lines: &[&str]) -> Saml {
+    sp_and_identity(lines).0
+}
+
+/// `sp`, with the deployment's identity rules.
+fn sp_and_identity(lines: &[&str]) -> (Saml, sidegate::config::IdentityConfig) {
     let keys = Keys::new();
     std::fs::write(
         keys.path().join("idp.xml"),
@@ -42,7 +47,11 @@ fn sp(lines: &[&str]) -> Saml {
         text.push('\n');
     }
     let cfg = load(&text, &keys);
-    Saml::new(cfg.saml.unwrap(), SpUrls::new(ORIGIN, "/.sidegate")).unwrap()
+    let identity = cfg.identity.clone();
+    (
+        Saml::new(cfg.saml.unwrap(), SpUrls::new(ORIGIN, "/.sidegate")).unwrap(),
+        identity,
+    )
 }
 
 fn craft() -> Craft {
@@ -459,5 +468,126 @@ fn redirect_binding_messages_are_capped_when_inflated() {
         "SAMLRequest=a&SAMLRequest=b",
     ] {
         assert!(decode(q, Kind::Request).is_err(), "{q}");
+    }
+}
+
+#[test]
+fn presets_read_the_identity_from_each_vendors_attribute_names() {
+    let ms = "http://schemas.microsoft.com/ws/2008/06/identity/claims";
+    let soap = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims";
+    let cases: Vec<(&str, Vec<(String, Vec<String>)>)> = vec![
+        (
+            "entra",
+            vec![
+                (format!("{soap}/name"), vec!["alice@corp.test".into()]),
+                (
+                    format!("{soap}/emailaddress"),
+                    vec!["alice@corp.test".into()],
+                ),
+                (format!("{ms}/role"), vec!["developer".into()]),
+                (format!("{ms}/groups"), vec!["g-1".into(), "g-2".into()]),
+            ],
+        ),
+        (
+            "adfs",
+            vec![
+                (format!("{soap}/upn"), vec!["alice@corp.test".into()]),
+                (
+                    format!("{soap}/emailaddress"),
+                    vec!["alice@corp.test".into()],
+                ),
+                (format!("{ms}/role"), vec!["developer".into()]),
+                (
+                    "http://schemas.xmlsoap.org/claims/Group".into(),
+                    vec!["g-1".into(), "g-2".into()],
+                ),
+            ],
+        ),
+        (
+            "okta",
+            vec![
+                ("username".into(), vec!["alice@corp.test".into()]),
+                ("email".into(), vec!["alice@corp.test".into()]),
+                ("role".into(), vec!["developer".into()]),
+                ("groups".into(), vec!["g-1".into(), "g-2".into()]),
+            ],
+        ),
+    ];
+    for (preset, attributes) in cases {
+        let (s, base) = sp_and_identity(&[&format!("preset = \"{preset}\"")]);
+        let mut c = craft();
+        c.name_id = "opaque-id-123".into();
+        c.attributes = attributes;
+        let v = check(&s, &c.signed(idp_key(), Sign::Both), &c).unwrap();
+        let id =
+            sidegate::identity::resolve(&s.identity_config(&base), &v.issuer, &Saml::claims(&v))
+                .unwrap();
+        assert_eq!(id.user, "alice@corp.test", "{preset}");
+        assert_eq!(
+            id.subject, "opaque-id-123",
+            "{preset}: the NameID is the subject"
+        );
+        assert_eq!(id.email.as_deref(), Some("alice@corp.test"), "{preset}");
+        assert_eq!(id.role, "developer", "{preset}");
+        assert_eq!(id.teams, ["g-1", "g-2"], "{preset}");
+    }
+    // Without any user attribute, the NameID is the user.
+    let (s, base) = sp_and_identity(&[]);
+    let mut c = craft();
+    c.attributes = vec![];
+    let v = check(&s, &c.signed(idp_key(), Sign::Both), &c).unwrap();
+    let id = sidegate::identity::resolve(&s.identity_config(&base), &v.issuer, &Saml::claims(&v))
+        .unwrap();
+    assert_eq!(id.user, "alice");
+    assert_eq!(
+        id.role, "viewer",
+        "no role attribute: the least-privilege default"
+    );
+}
+
+#[test]
+fn saml_config_mistakes_name_the_key_and_the_fix() {
+    let keys = Keys::new();
+    std::fs::write(
+        keys.path().join("idp.xml"),
+        metadata(IDP_ENTITY, &[idp_key()]),
+    )
+    .unwrap();
+    for (lines, key) in [
+        (
+            "idp_metadata_file = \"idp.xml\"\npreset = \"bogus\"",
+            "saml.preset",
+        ),
+        (
+            "idp_metadata_file = \"idp.xml\"\nidp_initiated = \"yes\"",
+            "saml.idp_initiated",
+        ),
+        (
+            "idp_metadata_file = \"idp.xml\"\nsp_key_file = \"k.pem\"",
+            "saml.sp_key_file",
+        ),
+        (
+            "idp_metadata_file = \"idp.xml\"\nidp_metadata_url = \"https://x.test/md\"",
+            "saml.idp_metadata_url",
+        ),
+        (
+            "idp_metadata_url = \"http://idp.example/md\"",
+            "saml.idp_metadata_url",
+        ),
+        (
+            "idp_metadata_file = \"missing.xml\"",
+            "saml.idp_metadata_file",
+        ),
+        (
+            "sign_authn_requests = true\nidp_metadata_file = \"idp.xml\"",
+            "saml.sign_authn_requests",
+        ),
+    ] {
+        let mut text = config_text(ORIGIN, "http://127.0.0.1:9", DEAD_ISSUER, &[]);
+        text.push_str(&format!("\n[saml]\n{lines}\n"));
+        let err = sidegate::config::load(&text, &sidegate::config::Env::new(), keys.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{lines}: {err}");
     }
 }
