@@ -37,8 +37,8 @@ enum Command {
     Run,
     /// Validate the config and print the effective config with secrets redacted.
     CheckConfig,
-    /// Development mode: sidegate + an embedded development IdP + an echo app on 127.0.0.1,
-    /// with fresh keys. Never for production.
+    /// Development mode: sidegate + embedded development IdPs (OpenID Connect, SAML) + an echo
+    /// app on 127.0.0.1, with fresh keys. Never for production.
     Dev {
         /// sidegate's port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 4180)]
@@ -47,7 +47,7 @@ enum Command {
         #[arg(long)]
         upstream: Option<url::Url>,
         /// Which development IdPs to start.
-        #[arg(long, value_enum, default_value_t = DevProtocol::Oidc)]
+        #[arg(long, value_enum, default_value_t = DevProtocol::Both)]
         protocol: DevProtocol,
     },
     /// Key material.
@@ -61,6 +61,10 @@ enum Command {
 enum DevProtocol {
     /// The development OpenID provider.
     Oidc,
+    /// The development SAML IdP.
+    Saml,
+    /// Both: sign-in goes to OpenID Connect, the echo app links to SAML.
+    Both,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +140,8 @@ fn main() -> ExitCode {
                 upstream,
                 protocol: match protocol {
                     DevProtocol::Oidc => sidegate::dev::Protocol::Oidc,
+                    DevProtocol::Saml => sidegate::dev::Protocol::Saml,
+                    DevProtocol::Both => sidegate::dev::Protocol::Both,
                 },
             };
             block_on(async move {

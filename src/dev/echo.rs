@@ -28,6 +28,19 @@ pub struct EchoConfig {
     pub names: HeaderConfig,
     /// sidegate's logout URL (relative).
     pub logout: String,
+    /// The development IdPs running, to name the one that signed the session in and offer
+    /// the others.
+    pub logins: Vec<DevLogin>,
+}
+
+/// A development IdP as the echo page shows it.
+pub struct DevLogin {
+    /// Its issuer (OIDC) or entity ID (SAML): the assertion's `idp` claim.
+    pub idp: String,
+    /// Its protocol.
+    pub name: &'static str,
+    /// sidegate's URL (relative) that logs out and signs in again through it.
+    pub switch: String,
 }
 
 /// The echo app with its JWKS cache.
@@ -252,12 +265,43 @@ impl Echo {
             })
             .collect();
         let who = id.user.as_deref().unwrap_or("nobody");
+        // The session's IdP, from the verified assertion only.
+        let idp = match &r.assertion {
+            Verdict::Verified { claims, .. } => claims["idp"].as_str(),
+            _ => None,
+        };
+        let current = self.cfg.logins.iter().find(|l| Some(l.idp.as_str()) == idp);
+        let signed_in_through = current
+            .map(|l| {
+                format!(
+                    "<p>Signed in through the development {} IdP <code>{}</code>.</p>",
+                    l.name,
+                    page::esc(&l.idp)
+                )
+            })
+            .unwrap_or_default();
+        let switches: String = match self.cfg.logins.len() {
+            0 | 1 => String::new(),
+            _ => self
+                .cfg
+                .logins
+                .iter()
+                .filter(|l| Some(l.idp.as_str()) != idp)
+                .map(|l| {
+                    format!(
+                        "<a href=\"{}\">Log in with {} instead</a>",
+                        page::esc(&l.switch),
+                        l.name
+                    )
+                })
+                .collect(),
+        };
         Page::echo(
             &format!("Hello, {who}"),
             format!(
-                "<nav><a href=\"{logout}\">Log out</a><a href=\"{path}\">Reload</a>\
+                "<nav><a href=\"{logout}\">Log out</a>{switches}<a href=\"{path}\">Reload</a>\
                  <a href=\"{jwks}\">sidegate's JWKS</a></nav>\
-                 <div class=card><h2>Identity headers</h2><table>\
+                 <div class=card><h2>Identity headers</h2>{signed_in_through}<table>\
                  <tr><th>{nu}</th><td>{user}</td></tr><tr><th>{ne}</th><td>{email}</td></tr>\
                  <tr><th>{nr}</th><td>{role}</td></tr><tr><th>{nt}</th><td>{teams}</td></tr>\
                  </table></div>\

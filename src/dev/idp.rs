@@ -17,7 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::page::{self, Page};
+use super::page::{self, Idp, Page};
 use crate::keys::{random_token, SigningKeys};
 use crate::session::unix;
 use crate::{full_body, Body};
@@ -182,7 +182,11 @@ impl DevIdp {
             (&Method::GET, "/") => page::html(StatusCode::OK, &self.home()),
             _ => page::html(
                 StatusCode::NOT_FOUND,
-                &Page::idp("Not found", "<p>The development IdP has no such page.</p>"),
+                &Page::idp(
+                    Idp::Oidc,
+                    "Not found",
+                    "<p>The development IdP has no such page.</p>",
+                ),
             ),
         }
     }
@@ -212,7 +216,11 @@ impl DevIdp {
             tracing::info!(reason = why, "dev idp: authorize request refused");
             page::html(
                 StatusCode::BAD_REQUEST,
-                &Page::idp("Bad authorization request", &page::paragraph(why)),
+                &Page::idp(
+                    Idp::Oidc,
+                    "Bad authorization request",
+                    &page::paragraph(why),
+                ),
             )
         };
         if get("client_id") != Some(self.client_id.as_str()) {
@@ -243,45 +251,25 @@ impl DevIdp {
                 code_challenge: challenge.to_string(),
             },
         );
-        page::html(StatusCode::OK, &page::picker(&tx, &demo_users(), None))
+        page::html(
+            StatusCode::OK,
+            &page::picker(Idp::Oidc, &tx, &demo_users(), None),
+        )
     }
 
     fn login(&self, form: &[(String, String)], now: i64) -> Response<Body> {
-        let get = |k: &str| {
-            form.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.trim())
-                .unwrap_or("")
-        };
-        let tx = get("tx").to_string();
+        let tx = field(form, "tx").to_string();
         let Some(pending) = self.pending.get(&tx) else {
-            return page::html(
-                StatusCode::BAD_REQUEST,
-                &Page::idp(
-                    "Sign-in expired",
-                    "<p>This sign-in page is no longer valid (used or older than ten minutes). Go back to the app and start again.</p>",
-                ),
-            );
+            return page::html(StatusCode::BAD_REQUEST, &page::expired(Idp::Oidc));
         };
-        let person = match get("demo") {
-            "" => match typed_person(get("user"), get("email"), get("role"), get("teams")) {
-                Ok(p) => p,
-                Err(why) => {
-                    return page::html(
-                        StatusCode::BAD_REQUEST,
-                        &page::picker(&tx, &demo_users(), Some(why)),
-                    )
-                }
-            },
-            name => match demo_users().into_iter().find(|p| p.user == name) {
-                Some(p) => p,
-                None => {
-                    return page::html(
-                        StatusCode::BAD_REQUEST,
-                        &page::picker(&tx, &demo_users(), Some("no such demo user")),
-                    )
-                }
-            },
+        let person = match chosen(form) {
+            Ok(p) => p,
+            Err(why) => {
+                return page::html(
+                    StatusCode::BAD_REQUEST,
+                    &page::picker(Idp::Oidc, &tx, &demo_users(), Some(why)),
+                )
+            }
         };
         self.pending.invalidate(&tx);
         let code = random_token::<24>();
@@ -454,6 +442,7 @@ impl DevIdp {
             })
             .collect();
         Page::idp(
+            Idp::Oidc,
             "Development OpenID provider",
             &format!(
                 "<p>Issuer <code>{}</code>, client <code>{}</code>. Sign-in starts at the app: \
@@ -462,6 +451,30 @@ impl DevIdp {
                 page::esc(&self.client_id)
             ),
         )
+    }
+}
+
+/// A trimmed form field ("" when absent).
+pub(super) fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.trim())
+        .unwrap_or("")
+}
+
+/// Who the submitted picker chose: a demo user by name, or the typed one.
+pub(super) fn chosen(form: &[(String, String)]) -> Result<Person, &'static str> {
+    match field(form, "demo") {
+        "" => typed_person(
+            field(form, "user"),
+            field(form, "email"),
+            field(form, "role"),
+            field(form, "teams"),
+        ),
+        name => demo_users()
+            .into_iter()
+            .find(|p| p.user == name)
+            .ok_or("no such demo user"),
     }
 }
 
@@ -495,7 +508,7 @@ fn form_pairs(bytes: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(bytes).into_owned().collect()
 }
 
-async fn read_form(body: Incoming) -> Result<Vec<(String, String)>, Response<Body>> {
+pub(super) async fn read_form(body: Incoming) -> Result<Vec<(String, String)>, Response<Body>> {
     match http_body_util::Limited::new(body, MAX_FORM).collect().await {
         Ok(b) => Ok(form_pairs(&b.to_bytes())),
         Err(_) => Err(json(

@@ -23,6 +23,25 @@ td:first-child{white-space:nowrap}code,pre{font:13px ui-monospace,monospace}pre{
 .ok{color:#11692d;font-weight:600}.bad{color:#a31515;font-weight:600}.err{color:#a31515}.muted{color:#5b6670}\
 nav a{margin-right:1em}";
 
+/// Which development IdP a page belongs to: both show the same picker, so each page says
+/// which protocol the sign-in is going through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idp {
+    /// The development OpenID provider.
+    Oidc,
+    /// The development SAML IdP.
+    Saml,
+}
+
+impl Idp {
+    fn who(self) -> &'static str {
+        match self {
+            Idp::Oidc => "sidegate dev IdP · OpenID Connect",
+            Idp::Saml => "sidegate dev IdP · SAML",
+        }
+    }
+}
+
 /// A development page: which component serves it, its title and its body HTML.
 pub struct Page {
     who: &'static str,
@@ -31,10 +50,10 @@ pub struct Page {
 }
 
 impl Page {
-    /// A page of the development IdP.
-    pub fn idp(title: &str, body: &str) -> Self {
+    /// A page of a development IdP.
+    pub fn idp(idp: Idp, title: &str, body: &str) -> Self {
         Page {
-            who: "sidegate dev IdP",
+            who: idp.who(),
             title: title.into(),
             body: body.into(),
         }
@@ -84,8 +103,18 @@ pub fn paragraph(text: &str) -> String {
     format!("<p>{}</p>", esc(text))
 }
 
-/// The sign-in page: a button per demo user and a form for a typed one.
-pub fn picker(tx: &str, users: &[Person], error: Option<&str>) -> Page {
+/// The answer to a picker submitted after its transaction ended.
+pub fn expired(idp: Idp) -> Page {
+    Page::idp(
+        idp,
+        "Sign-in expired",
+        "<p>This sign-in page is no longer valid (used or older than ten minutes). Go back to the app and start again.</p>",
+    )
+}
+
+/// The sign-in page: a button per demo user and a form for a typed one, both posting the
+/// IdP's transaction id `tx` to its `/login`.
+pub fn picker(idp: Idp, tx: &str, users: &[Person], error: Option<&str>) -> Page {
     let tx = esc(tx);
     let buttons: String = users
         .iter()
@@ -109,6 +138,7 @@ pub fn picker(tx: &str, users: &[Person], error: Option<&str>) -> Page {
         .map(|e| format!("<p class=\"err\">{}</p>", esc(e)))
         .unwrap_or_default();
     Page::idp(
+        idp,
         "Sign in as…",
         &format!(
             "{error}<div class=\"card\"><p>Pick a demo user. <span class=\"muted\">(dave's role \
@@ -123,6 +153,32 @@ pub fn picker(tx: &str, users: &[Person], error: Option<&str>) -> Page {
              <label>Role <input name=\"role\" placeholder=\"admin, developer, viewer, or anything\"></label>\
              <label>Teams (comma-separated) <input name=\"teams\" placeholder=\"platform, payments\"></label>\
              <button type=\"submit\" class=\"go\">Sign in</button></form></div>"
+        ),
+    )
+}
+
+/// The SAML HTTP-POST binding: a form of hidden `fields` that submits itself to `action`
+/// (the button is for browsers without JavaScript).
+pub fn auto_post(action: &str, fields: &[(&str, &str)]) -> Page {
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                esc(k),
+                esc(v)
+            )
+        })
+        .collect();
+    Page::idp(
+        Idp::Saml,
+        "Signing you in…",
+        &format!(
+            "<form method=\"post\" action=\"{action}\" id=\"post\">{inputs}\
+             <p>Sending the signed answer to <code>{action}</code>.</p>\
+             <button type=\"submit\" class=\"go\">Continue</button></form>\
+             <script>document.getElementById(\"post\").submit()</script>",
+            action = esc(action),
         ),
     )
 }

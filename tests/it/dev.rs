@@ -1,6 +1,7 @@
-//! `sidegate dev` run as a user runs it: the built binary as a child process, a scripted
-//! sign-in through the embedded development IdP, and the echo app's report checked (and the
-//! assertion verified again, independently, with jose against sidegate's JWKS).
+//! `sidegate dev` run as a user runs it: the built binary as a child process, scripted
+//! sign-ins through the embedded development IdPs (OpenID Connect and SAML), and the echo
+//! app's report checked (and the assertion verified again, independently, with jose against
+//! sidegate's JWKS).
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::support::dev::{follow, sign_in, DevProcess};
 use crate::support::op::verify_with_jose;
 use crate::support::upstream::{header_values, Upstream};
 use crate::support::{client, repo};
+use sidegate::login::saml::redirect::{self, Kind};
 
 const BANNER: &str = "DEVELOPMENT ONLY";
 
@@ -27,6 +29,27 @@ async fn echo_json(b: &Browser, url: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// The `href` of the link whose text is `text`.
+fn link(body: &str, text: &str) -> String {
+    let end = body
+        .find(&format!("\">{text}</a>"))
+        .unwrap_or_else(|| panic!("no link {text:?} in {body}"));
+    let start = body[..end].rfind("href=\"").unwrap() + "href=\"".len();
+    body[start..end].replace("&amp;", "&")
+}
+
+/// Where sidegate sends an unauthenticated browser (the IdP's authorize or SSO URL).
+async fn challenge_location(dev: &DevProcess) -> url::Url {
+    let r = client()
+        .get(&dev.url)
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    url::Url::parse(r.headers()[LOCATION].to_str().unwrap()).unwrap()
 }
 
 /// The assertion header as the echo app received it.
@@ -268,11 +291,21 @@ fn listening_sockets(pid: u32) -> Vec<String> {
 
 #[tokio::test]
 async fn every_listener_is_loopback_and_ctrl_c_stops_cleanly() {
+    // sidegate, the echo app and one listener per development IdP.
+    for (args, expected) in [(&["--protocol", "oidc"], 3), (&["--protocol", "saml"], 3)] {
+        let dev = DevProcess::start(args).await;
+        let sockets = listening_sockets(dev.child.id().unwrap());
+        assert_eq!(sockets.len(), expected, "{args:?}: {sockets:?}");
+        assert!(
+            sockets.iter().all(|s| s.starts_with("0100007F:")),
+            "{sockets:?}"
+        );
+    }
     let mut dev = DevProcess::start(&[]).await;
     let pid = dev.child.id().unwrap();
     let sockets = listening_sockets(pid);
-    // sidegate, the dev IdP and the echo app.
-    assert_eq!(sockets.len(), 3, "{sockets:?}");
+    // The default runs both IdPs.
+    assert_eq!(sockets.len(), 4, "{sockets:?}");
     for s in &sockets {
         assert!(s.starts_with("0100007F:"), "not 127.0.0.1: {s}");
     }
@@ -283,10 +316,10 @@ async fn every_listener_is_loopback_and_ctrl_c_stops_cleanly() {
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("no state dir in the log:\n{log}"))
         .to_string();
-    assert!(std::path::Path::new(&dir)
-        .join("assertion-key.pem")
-        .exists());
-    assert!(dir.starts_with(std::env::temp_dir().to_str().unwrap()));
+    for file in ["assertion-key.pem", "client-secret", "saml-idp.xml"] {
+        assert!(std::path::Path::new(&dir).join(file).exists(), "{file}");
+    }
+    assert!(std::path::Path::new(&dir).starts_with(dev.tmp.path()));
 
     // Ctrl-C.
     std::process::Command::new("kill")
@@ -344,7 +377,7 @@ fn only_the_dev_subcommand_can_start_the_development_idps() {
 async fn echo_app_rejects_an_assertion_it_cannot_verify() {
     // Reach the echo app directly (bypassing sidegate) with a token signed by another key:
     // its verdict must be "rejected", so its "verified" elsewhere means something.
-    let dev = DevProcess::start(&[]).await;
+    let dev = DevProcess::start(&["--protocol", "oidc"]).await;
     let mut b = Browser::new();
     let (_, _) = sign_in(&mut b, &dev.url, &[("demo", "bob")]).await;
     let good = echo_json(&b, &dev.url).await;
@@ -404,4 +437,182 @@ async fn echo_app_rejects_an_assertion_it_cannot_verify() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn saml_sign_in_through_the_dev_saml_idp() {
+    let dev = DevProcess::start(&["--protocol", "saml"]).await;
+    assert!(dev.line.contains("development SAML IdP"), "{}", dev.line);
+    let idp = challenge_location(&dev).await;
+    assert_eq!(
+        idp.path(),
+        "/sso",
+        "SAML-only: the challenge goes to the SAML IdP"
+    );
+    let entity_id = format!("{}/metadata", idp.origin().ascii_serialization());
+
+    let mut b = Browser::new();
+    let (picker, page) = sign_in(
+        &mut b,
+        &dev.url,
+        &[
+            ("user", "erin"),
+            ("email", "erin@corp.test"),
+            ("role", "developer"),
+            ("teams", "alpha, beta"),
+        ],
+    )
+    .await;
+    assert!(picker.body.contains(BANNER), "picker has the banner");
+    assert!(picker.body.contains("SAML"), "{}", picker.body);
+    assert!(
+        b.visited.iter().any(|u| u.ends_with("/.sidegate/saml/acs")),
+        "the Response was posted to the ACS: {:?}",
+        b.visited
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Hello, erin"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("Signed in through the development SAML IdP"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("instead"), "one IdP, no switch link");
+
+    let report = echo_json(&b, &dev.url).await;
+    assert_eq!(report["assertion"]["status"], "verified", "{report:#}");
+    let claims = &report["assertion"]["claims"];
+    assert_eq!(claims["user"], "erin");
+    assert_eq!(claims["email"], "erin@corp.test");
+    assert_eq!(claims["role"], "developer");
+    assert_eq!(claims["teams"], serde_json::json!(["alpha", "beta"]));
+    assert_eq!(claims["idp"], entity_id.as_str());
+
+    // Logging out ends the IdP session too (single logout): the picker shows again.
+    let logout = format!("{}.sidegate/logout?rd=/", dev.url);
+    let resp = b.request(Method::GET, &logout, None).await;
+    let back = follow(&mut b, logout, resp).await;
+    assert!(
+        back.url.contains("/sso?") && back.body.contains("Sign in as"),
+        "{} {}",
+        back.url,
+        back.body
+    );
+    assert!(
+        b.visited.iter().any(|u| u.contains("/.sidegate/saml/slo?")),
+        "the IdP answered with a LogoutResponse: {:?}",
+        b.visited
+    );
+}
+
+#[tokio::test]
+async fn both_protocols_the_echo_page_switches_between_them() {
+    let dev = DevProcess::start(&[]).await;
+    assert!(
+        dev.line.contains("OpenID provider + SAML IdP"),
+        "{}",
+        dev.line
+    );
+    let mut b = Browser::new();
+    let (_, page) = sign_in(&mut b, &dev.url, &[("demo", "bob")]).await;
+    assert!(page
+        .body
+        .contains("Signed in through the development OpenID Connect IdP"));
+    let to_saml = link(&page.body, "Log in with SAML instead");
+    assert_eq!(
+        to_saml,
+        "/.sidegate/logout?rd=%2F.sidegate%2Fsaml%2Flogin%3Frd%3D%2F"
+    );
+
+    let start = format!("{}{}", dev.url, &to_saml[1..]);
+    let (picker, page) = sign_in(&mut b, &start, &[("demo", "alice")]).await;
+    assert!(picker.url.contains("/sso?"), "{}", picker.url);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let report = echo_json(&b, &dev.url).await;
+    assert_eq!(report["identity"]["user"], "alice");
+    assert_eq!(report["identity"]["role"], "admin");
+    let idp = url::Url::parse(&picker.url).unwrap();
+    assert_eq!(
+        report["assertion"]["claims"]["idp"],
+        format!("{}/metadata", idp.origin().ascii_serialization())
+    );
+
+    // And back: single logout at the SAML IdP, then the OpenID provider's picker.
+    let to_oidc = link(&page.body, "Log in with OpenID Connect instead");
+    let url = format!("{}{}", dev.url, &to_oidc[1..]);
+    let resp = b.request(Method::GET, &url, None).await;
+    let picker = follow(&mut b, url, resp).await;
+    assert!(
+        picker.url.contains("/authorize?") && picker.body.contains("OpenID Connect"),
+        "{} {}",
+        picker.url,
+        picker.body
+    );
+}
+
+#[tokio::test]
+async fn dev_saml_idp_refuses_an_authn_request_for_another_sp() {
+    let dev = DevProcess::start(&["--protocol", "saml"]).await;
+    let sso = challenge_location(&dev).await;
+    let genuine = redirect::decode(sso.query().unwrap(), Kind::Request).unwrap();
+    let acs = format!("{}.sidegate/saml/acs", dev.url);
+    assert!(genuine.xml.contains(&acs), "{}", genuine.xml);
+    let entity = format!("{}.sidegate/saml/metadata", dev.url);
+
+    let mut endpoint = sso.clone();
+    endpoint.set_query(None);
+    for (xml, why) in [
+        (
+            genuine.xml.replace(&acs, "https://evil.example/acs"),
+            "AssertionConsumerServiceURL",
+        ),
+        (
+            genuine.xml.replace(&entity, "https://evil.example/sp"),
+            "Issuer",
+        ),
+        (genuine.xml.clone(), ""),
+    ] {
+        let url = redirect::encode(&endpoint, Kind::Request, &xml, Some("x"), None).unwrap();
+        let r = client().get(url.as_str()).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(body.contains(BANNER), "{body}");
+        if why.is_empty() {
+            assert_eq!(status, 200, "the unaltered request gets the picker: {body}");
+            assert!(body.contains("Sign in as"), "{body}");
+        } else {
+            assert_eq!(status, 400, "{why}: {body}");
+            assert!(body.contains(why), "{body}");
+            assert!(!body.contains("SAMLResponse"), "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn idp_initiated_sign_in_lands_on_the_echo_page() {
+    let dev = DevProcess::start(&["--protocol", "saml"]).await;
+    let mut b = Browser::new();
+    let start = dev.idp_initiated_url();
+    let (picker, page) = sign_in(&mut b, &start, &[("demo", "carol")]).await;
+    assert!(picker.body.contains("Sign in as"), "{}", picker.body);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.url, dev.url, "RelayState / is the landing page");
+    assert!(page.body.contains("Hello, carol"), "{}", page.body);
+    // restart: the unsolicited Response is checked and discarded, then an SP-initiated
+    // login the IdP completes from its session (no second pick).
+    let acs_posts = b
+        .visited
+        .iter()
+        .filter(|u| u.ends_with("/.sidegate/saml/acs"))
+        .count();
+    assert_eq!(acs_posts, 2, "{:?}", b.visited);
+    assert!(
+        dev.log_text().contains("outcome=\"restart\""),
+        "{}",
+        dev.log_text()
+    );
+    let report = echo_json(&b, &dev.url).await;
+    assert_eq!(report["assertion"]["status"], "verified", "{report:#}");
+    assert_eq!(report["identity"]["role"], "viewer");
 }

@@ -1,5 +1,5 @@
 //! `sidegate dev` as a child process (the built binary, `--port 0`), and a scripted sign-in
-//! through its development IdP's user picker.
+//! through its development IdPs' user picker (and, for SAML, the auto-posting form).
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -21,16 +21,21 @@ pub struct DevProcess {
     pub line: String,
     /// Every stderr line so far (the log).
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The child's TMPDIR: its state dir lives here, and goes with it even when the child is
+    /// killed before it can remove the dir itself. (Dropped after `child`.)
+    pub tmp: tempfile::TempDir,
 }
 
 impl DevProcess {
     /// Starts `sidegate dev --port 0 <args>` and waits for its one start-up line.
     pub async fn start(args: &[&str]) -> DevProcess {
+        let tmp = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sidegate"))
             .args(["dev", "--port", "0"])
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .env("TMPDIR", tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -67,7 +72,18 @@ impl DevProcess {
             url,
             line,
             log,
+            tmp,
         }
+    }
+
+    /// The development SAML IdP's IdP-initiated sign-in URL, from the start-up line.
+    pub fn idp_initiated_url(&self) -> String {
+        self.line
+            .split_whitespace()
+            .find(|w| w.ends_with("/idp-initiated),"))
+            .unwrap_or_else(|| panic!("no IdP-initiated URL in the start-up line: {}", self.line))
+            .trim_end_matches("),")
+            .to_string()
     }
 
     pub fn log_text(&self) -> String {
@@ -90,9 +106,30 @@ pub async fn follow(b: &mut Browser, mut url: String, mut resp: reqwest::Respons
     panic!("too many redirects; visited {:?}", b.visited);
 }
 
-/// Opens `url`, lands on the dev IdP's picker, submits `choice` (e.g. `[("demo","bob")]` or
+/// Submits the development SAML IdP's self-submitting form (the HTTP-POST binding to the
+/// ACS) as the browser's script would, following redirects, until a page without one.
+async fn post_saml_forms(b: &mut Browser, mut page: Page) -> Page {
+    for _ in 0..5 {
+        if !page.body.contains("name=\"SAMLResponse\"") {
+            return page;
+        }
+        let form = parse_form(&page.body).expect("the POST binding page has a form");
+        assert_eq!(form.method, "post");
+        let action = Url::parse(&page.url)
+            .unwrap()
+            .join(&form.action)
+            .unwrap()
+            .to_string();
+        let resp = b.request(Method::POST, &action, Some(&form.fields)).await;
+        page = follow(b, action, resp).await;
+    }
+    panic!("still posting SAML Responses; visited {:?}", b.visited);
+}
+
+/// Opens `url`, lands on a dev IdP's picker, submits `choice` (e.g. `[("demo","bob")]` or
 /// typed `user`/`role`/`teams` fields) with the picker's transaction id, and follows the
-/// redirects back to the app. Returns the picker page and the final page.
+/// redirects (and SAML's posted Responses) back to the app. Returns the picker page and the
+/// final page.
 pub async fn sign_in(b: &mut Browser, url: &str, choice: &[(&str, &str)]) -> (Page, Page) {
     let first = b.request(Method::GET, url, None).await;
     let picker = follow(b, url.to_string(), first).await;
@@ -109,5 +146,5 @@ pub async fn sign_in(b: &mut Browser, url: &str, choice: &[(&str, &str)]) -> (Pa
         .to_string();
     let resp = b.request(Method::POST, &action, Some(&fields)).await;
     let done = follow(b, action, resp).await;
-    (picker, done)
+    (picker, post_saml_forms(b, done).await)
 }
