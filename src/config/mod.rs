@@ -145,13 +145,9 @@ pub struct OidcConfig {
     pub jwks_min_refresh_interval: Duration,
 }
 
-/// The SAML 2.0 identity provider and sidegate as its service provider.
+/// sidegate as a SAML 2.0 service provider, and the IdPs it trusts.
 #[derive(Debug)]
 pub struct SamlConfig {
-    /// Where the IdP's metadata (entity ID, endpoints, signing certificates) comes from.
-    pub idp: IdpSource,
-    /// If set, metadata must be signed by this certificate (DER).
-    pub metadata_signing_cert: Option<Vec<u8>>,
     /// Our entity ID (default: the SP metadata URL).
     pub sp_entity_id: String,
     /// Key and certificate for signing requests and decrypting assertions.
@@ -160,6 +156,21 @@ pub struct SamlConfig {
     pub sign_authn_requests: bool,
     /// NameID format requested in the AuthnRequest.
     pub name_id_format: Option<String>,
+    /// Largest accepted ACS POST body (bytes), checked before any XML parsing.
+    pub max_response_bytes: usize,
+    /// The IdPs, the default (used when a login names none) first.
+    pub idps: Vec<SamlIdpConfig>,
+}
+
+/// One trusted SAML IdP.
+#[derive(Debug)]
+pub struct SamlIdpConfig {
+    /// Its name in sidegate (`saml/login?idp=<name>`).
+    pub name: String,
+    /// Where its metadata (entity ID, endpoints, signing certificates) comes from.
+    pub idp: IdpSource,
+    /// If set, the metadata must be signed by this certificate (DER).
+    pub metadata_signing_cert: Option<Vec<u8>>,
     /// Which attributes hold the user, email, role and teams.
     pub attributes: SamlAttributes,
     /// Allowed clock difference for every time check.
@@ -170,8 +181,6 @@ pub struct SamlConfig {
     pub idp_initiated_landing: String,
     /// Which signature must cover the assertion.
     pub assertion_signature: AssertionSignature,
-    /// Largest accepted ACS POST body (bytes), checked before any XML parsing.
-    pub max_response_bytes: usize,
 }
 
 /// Where the SAML IdP's metadata comes from.

@@ -134,22 +134,42 @@ pub struct Log {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Saml {
-    pub idp_metadata_file: Option<String>,
-    pub idp_metadata_url: Option<String>,
-    pub idp_metadata_refresh: Option<String>,
-    pub idp_metadata_signing_cert_file: Option<String>,
+    // The SP, shared by every IdP.
     pub sp_entity_id: Option<String>,
     pub sp_key_file: Option<String>,
     pub sp_cert_file: Option<String>,
     pub sign_authn_requests: Option<bool>,
     pub name_id_format: Option<String>,
+    pub max_response_bytes: Option<usize>,
+    // The first IdP, written directly in [saml] (named by `name`, default "default").
+    pub name: Option<String>,
+    pub idp_metadata_file: Option<String>,
+    pub idp_metadata_url: Option<String>,
+    pub idp_metadata_refresh: Option<String>,
+    pub idp_metadata_signing_cert_file: Option<String>,
     pub preset: Option<String>,
     pub attributes: SamlAttributes,
     pub clock_skew: Option<String>,
     pub idp_initiated: Option<String>,
     pub idp_initiated_landing: Option<String>,
     pub assertion_signature: Option<String>,
-    pub max_response_bytes: Option<usize>,
+    // More IdPs: [saml.idps.<name>].
+    pub idps: BTreeMap<String, SamlIdp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SamlIdp {
+    pub idp_metadata_file: Option<String>,
+    pub idp_metadata_url: Option<String>,
+    pub idp_metadata_refresh: Option<String>,
+    pub idp_metadata_signing_cert_file: Option<String>,
+    pub preset: Option<String>,
+    pub attributes: SamlAttributes,
+    pub clock_skew: Option<String>,
+    pub idp_initiated: Option<String>,
+    pub idp_initiated_landing: Option<String>,
+    pub assertion_signature: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1101,28 +1101,49 @@ pub(super) fn describe(c: &Config) -> String {
         );
     }
     if let Some(m) = &c.saml {
-        root.insert(
-            "saml".into(),
+        let idp_table = |i: &SamlIdpConfig| {
+            let source = match &i.idp {
+                IdpSource::File(md) => ("idp_entity_id", s(&md.entity_id)),
+                IdpSource::Url { url, .. } => ("idp_metadata_url", s(url)),
+            };
             table(vec![
-                match &m.idp {
-                    IdpSource::File(md) => ("idp_entity_id", s(&md.entity_id)),
-                    IdpSource::Url { url, .. } => ("idp_metadata_url", s(url)),
-                },
-                match &m.idp {
-                    IdpSource::File(md) => (
-                        "idp_signing_certificates",
-                        V::Integer(md.signing_certs as i64),
-                    ),
-                    IdpSource::Url { refresh, .. } => ("idp_metadata_refresh", d(*refresh)),
-                },
+                ("name", s(&i.name)),
+                source,
                 (
                     "idp_metadata_signed_by",
-                    s(if m.metadata_signing_cert.is_some() {
+                    s(if i.metadata_signing_cert.is_some() {
                         "pinned certificate"
                     } else {
                         "not required"
                     }),
                 ),
+                (
+                    "attributes",
+                    table(vec![
+                        ("user", list(&i.attributes.user)),
+                        ("email", s(&i.attributes.email)),
+                        ("role", s(&i.attributes.role)),
+                        ("teams", s(&i.attributes.teams)),
+                    ]),
+                ),
+                ("clock_skew", d(i.clock_skew)),
+                (
+                    "idp_initiated",
+                    s(format!("{:?}", i.idp_initiated).to_lowercase()),
+                ),
+                ("idp_initiated_landing", s(&i.idp_initiated_landing)),
+                (
+                    "assertion_signature",
+                    s(match i.assertion_signature {
+                        AssertionSignature::OwnOrResponse => "own-or-response",
+                        AssertionSignature::Own => "own",
+                    }),
+                ),
+            ])
+        };
+        root.insert(
+            "saml".into(),
+            table(vec![
                 ("sp_entity_id", s(&m.sp_entity_id)),
                 (
                     "sp_key",
@@ -1134,31 +1155,10 @@ pub(super) fn describe(c: &Config) -> String {
                 ),
                 ("sign_authn_requests", V::Boolean(m.sign_authn_requests)),
                 (
-                    "attributes",
-                    table(vec![
-                        ("user", list(&m.attributes.user)),
-                        ("email", s(&m.attributes.email)),
-                        ("role", s(&m.attributes.role)),
-                        ("teams", s(&m.attributes.teams)),
-                    ]),
-                ),
-                ("clock_skew", d(m.clock_skew)),
-                (
-                    "idp_initiated",
-                    s(format!("{:?}", m.idp_initiated).to_lowercase()),
-                ),
-                ("idp_initiated_landing", s(&m.idp_initiated_landing)),
-                (
-                    "assertion_signature",
-                    s(match m.assertion_signature {
-                        AssertionSignature::OwnOrResponse => "own-or-response",
-                        AssertionSignature::Own => "own",
-                    }),
-                ),
-                (
                     "max_response_bytes",
                     V::Integer(m.max_response_bytes as i64),
                 ),
+                ("idps", V::Array(m.idps.iter().map(idp_table).collect())),
             ]),
         );
     }

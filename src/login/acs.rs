@@ -10,7 +10,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 
 use super::return_to::{self, ReturnTo};
-use super::saml::Saml;
+use super::saml::{Idp, Saml};
 use super::state::{self, TxError, TxProto};
 use super::{begin_saml, denied, finish_login, login_failed, not_enabled, tx_refused};
 use crate::config::IdpInitiated;
@@ -27,6 +27,7 @@ enum Answering {
         state: String,
         return_to: String,
         request_id: String,
+        idp: String,
     },
     /// None: an IdP-initiated response, with the RelayState it carried.
     Unsolicited { relay_state: Option<String> },
@@ -51,16 +52,6 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
         r.headers_mut()
             .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
         return r;
-    }
-    if !saml.is_ready() {
-        return login_failed(
-            cx,
-            "not_ready",
-            "SAML IdP metadata not loaded".into(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            Party::Idp,
-            "The identity provider is not reachable right now; please try again shortly.",
-        );
     }
     let max = saml.config().max_response_bytes;
     // Base64 and form encoding at most roughly double the XML; anything bigger is not a
@@ -109,10 +100,11 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
         now,
     ) {
         Ok(tx) => match tx.proto {
-            TxProto::Saml { request_id } => Answering::Solicited {
+            TxProto::Saml { request_id, idp } => Answering::Solicited {
                 state: tx.state,
                 return_to: tx.return_to,
                 request_id,
+                idp,
             },
             TxProto::Oidc { .. } | TxProto::SamlLogout { .. } => {
                 return login_failed(
@@ -130,22 +122,49 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
         },
         Err(e) => return tx_refused(cx, e),
     };
-    let mode = saml.config().idp_initiated;
+    // Which IdP's certificates decide: the one this browser's login went to, or, for an
+    // unsolicited response, the one its Issuer names (checked by its signature next).
+    let (idp, expected) =
+        match &answering {
+            Answering::Solicited {
+                request_id, idp, ..
+            } => match saml.idp(Some(idp)) {
+                Ok(i) => (i, Some(request_id.clone())),
+                Err(e) => return login_failed(
+                    cx,
+                    "not_ready",
+                    e.to_string(),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Party::Idp,
+                    "The identity provider is not reachable right now; please try again shortly.",
+                ),
+            },
+            Answering::Unsolicited { .. } => match saml.unsolicited_idp(&form.xml) {
+                Ok(i) => (i, None),
+                Err(e) => {
+                    return login_failed(
+                        cx,
+                        e.reason(),
+                        e.to_string(),
+                        StatusCode::FORBIDDEN,
+                        Party::Idp,
+                        REFUSED,
+                    )
+                }
+            },
+        };
+    let mode = idp.idp_initiated();
     if matches!(answering, Answering::Unsolicited { .. }) && mode == IdpInitiated::Off {
         return login_failed(
             cx,
             "unsolicited",
-            "a response without a login transaction of this browser, and saml.idp_initiated is off".into(),
+            format!("a response from {} without a login transaction of this browser, and its idp_initiated is off", idp.name),
             StatusCode::FORBIDDEN,
             Party::Downstream,
             "Sign-in that starts at the identity provider is not enabled for this application. Please open the application and sign in from there.",
         );
     }
-    let expected = match &answering {
-        Answering::Solicited { request_id, .. } => Some(request_id.clone()),
-        Answering::Unsolicited { .. } => None,
-    };
-    let verified = match saml.verify(form.xml, expected, now).await {
+    let verified = match saml.verify(idp.clone(), form.xml, expected, now).await {
         Ok(v) => v,
         Err(e) => {
             return login_failed(
@@ -172,7 +191,7 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
         Answering::Solicited {
             state, return_to, ..
         } => {
-            let identity = match resolve(cx, &saml, &verified) {
+            let identity = match resolve(cx, &idp, &verified) {
                 Ok(i) => i,
                 Err(resp) => return resp,
             };
@@ -186,13 +205,13 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
             )
         }
         Answering::Unsolicited { relay_state } => {
-            let rt = landing(cx, &saml, relay_state.as_deref());
+            let rt = landing(cx, &idp, relay_state.as_deref());
             if mode == IdpInitiated::Restart {
-                tracing::info!(target: "sidegate::audit", event = "login", outcome = "restart",
+                tracing::info!(target: "sidegate::audit", event = "login", outcome = "restart", idp = %idp.name,
                     subject = %verified.name_id, "IdP-initiated response verified and discarded; starting an SP-initiated login");
-                return begin_saml(cx, &saml, rt);
+                return begin_saml(cx, &saml, Some(&idp.name), rt);
             }
-            let identity = match resolve(cx, &saml, &verified) {
+            let identity = match resolve(cx, &idp, &verified) {
                 Ok(i) => i,
                 Err(resp) => return resp,
             };
@@ -229,11 +248,11 @@ async fn read_capped(mut body: Body, limit: usize) -> Result<bytes::Bytes, Strin
 #[allow(clippy::result_large_err)] // the Err is the finished error page
 fn resolve(
     cx: &Context,
-    saml: &Saml,
+    idp: &Idp,
     v: &super::saml::Verified,
 ) -> Result<crate::identity::Identity, Response<Body>> {
     crate::identity::resolve(
-        &saml.identity_config(&cx.identity),
+        &idp.identity_config(&cx.identity),
         &v.issuer,
         &Saml::claims(v),
     )
@@ -242,12 +261,12 @@ fn resolve(
 
 /// Where an IdP-initiated login lands: RelayState if it passes the redirect allow-list,
 /// else the configured landing path.
-fn landing(cx: &Context, saml: &Saml, relay_state: Option<&str>) -> ReturnTo {
+fn landing(cx: &Context, idp: &Idp, relay_state: Option<&str>) -> ReturnTo {
     let check = |target: &str| {
         return_to::check(target, &cx.public_url, &cx.access.allowed_redirect_hosts).ok()
     };
     relay_state
         .and_then(check)
-        .or_else(|| check(&saml.config().idp_initiated_landing))
+        .or_else(|| check(idp.landing()))
         .unwrap_or_else(ReturnTo::root)
 }

@@ -125,7 +125,7 @@ pub async fn challenge(cx: &Context, req: &Request<()>, why: Option<Invalid>) ->
 pub async fn begin(cx: &Context, return_to: ReturnTo) -> Response<Body> {
     match (&cx.login.oidc, &cx.login.saml) {
         (Some(p), _) => begin_oidc(cx, p, return_to).await,
-        (None, Some(s)) => begin_saml(cx, s, return_to),
+        (None, Some(s)) => begin_saml(cx, s, None, return_to),
         (None, None) => unreachable!("config validation requires a login method"),
     }
 }
@@ -169,16 +169,39 @@ async fn begin_oidc(cx: &Context, p: &oidc::Provider, return_to: ReturnTo) -> Re
     redirect_with_tx(cx, &auth.url, &tx)
 }
 
-fn begin_saml(cx: &Context, s: &saml::Saml, return_to: ReturnTo) -> Response<Body> {
+fn begin_saml(
+    cx: &Context,
+    s: &saml::Saml,
+    idp_name: Option<&str>,
+    return_to: ReturnTo,
+) -> Response<Body> {
+    let idp = match s.idp(idp_name) {
+        Ok(i) => i,
+        Err(e @ saml::Unavailable::Unknown(_)) => {
+            return rescue(
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    Party::Downstream,
+                    "There is no such sign-in option.",
+                    e.to_string(),
+                ),
+                false,
+            )
+        }
+        Err(e) => return idp_unavailable(e.to_string()),
+    };
     // RelayState is an opaque id naming the sealed transaction, never a URL.
     let relay = crate::keys::random_token::<16>();
-    let (url, request_id) = match s.authn_request(&relay) {
+    let (url, request_id) = match s.authn_request(&idp, &relay) {
         Ok(r) => r,
         Err(e) => return idp_unavailable(e.to_string()),
     };
     let tx = LoginTx {
         state: relay,
-        proto: TxProto::Saml { request_id },
+        proto: TxProto::Saml {
+            request_id,
+            idp: idp.name.clone(),
+        },
         return_to: return_to.as_str().to_string(),
         created: unix(SystemTime::now()),
     };
@@ -227,13 +250,15 @@ fn not_enabled(req: &Request<()>, what: &str) -> Response<Body> {
     )
 }
 
-/// `saml/login?rd=…`: begins an SP-initiated SAML login.
+/// `saml/login?rd=…&idp=…`: begins an SP-initiated SAML login (at the default IdP when
+/// `idp` is not given).
 pub async fn saml_login(cx: &Context, req: &Request<()>) -> Response<Body> {
     let Some(s) = &cx.login.saml else {
         return not_enabled(req, "SAML");
     };
+    let q = query(req);
     match checked_rd(cx, req) {
-        Ok(rt) => begin_saml(cx, s, rt),
+        Ok(rt) => begin_saml(cx, s, q.get("idp").map(String::as_str), rt),
         Err(resp) => resp,
     }
 }

@@ -25,11 +25,11 @@ pub(super) fn begin(
 ) -> Option<Response<Body>> {
     let saml = cx.login.saml.as_ref()?;
     let idp_session = s.idp_session.as_ref()?;
-    if saml.idp_entity_id().as_deref() != Some(s.identity.issuer.as_str()) || !saml.has_slo() {
-        return None;
-    }
+    let idp = saml
+        .idp_by_entity(&s.identity.issuer)
+        .filter(|i| i.has_slo())?;
     let relay = crate::keys::random_token::<16>();
-    match saml.logout_request(&s.identity.subject, idp_session, &relay, now) {
+    match saml.logout_request(&idp, &s.identity.subject, idp_session, &relay, now) {
         Ok((url, request_id)) => {
             let tx = LoginTx {
                 state: relay,
@@ -91,13 +91,13 @@ fn slo_failed(reason: &'static str, detail: String) -> Response<Body> {
 /// is the one named (issuer, NameID, SessionIndex); the answer goes back to the IdP.
 fn idp_logout(cx: &Context, req: &Request<()>, query: &str, now: SystemTime) -> Response<Body> {
     let saml = cx.login.saml.as_ref().expect("checked by the caller");
-    let (lr, relay) = match saml.read_logout_request(query, now) {
+    let (idp, lr, relay) = match saml.read_logout_request(query, now) {
         Ok(x) => x,
         Err(e) => return slo_failed(e.reason(), e.to_string()),
     };
     let (status, end_here) = match cx.sessions.check(req.headers(), now) {
         Checked::Valid(s) | Checked::Touch(s) => {
-            let named = saml.idp_entity_id().as_deref() == Some(s.identity.issuer.as_str())
+            let named = s.identity.issuer == idp.metadata.entity_id
                 && s.identity.subject == lr.name_id
                 && (lr.session_indexes.is_empty()
                     || s.idp_session
@@ -116,7 +116,7 @@ fn idp_logout(cx: &Context, req: &Request<()>, query: &str, now: SystemTime) -> 
         // No live session here: nothing to end, which is what the IdP wants.
         _ => (SUCCESS, true),
     };
-    let url = match saml.logout_response(&lr.id, status, relay.as_deref(), now) {
+    let url = match saml.logout_response(&idp, &lr.id, status, relay.as_deref(), now) {
         Ok(u) => u,
         Err(e) => {
             return rescue(

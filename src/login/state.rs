@@ -45,6 +45,8 @@ pub enum TxProto {
     Saml {
         /// The AuthnRequest ID the Response must answer (`InResponseTo`).
         request_id: String,
+        /// The IdP it was sent to (its name in the config).
+        idp: String,
     },
     /// A SAML single logout we started.
     SamlLogout {

@@ -782,3 +782,35 @@ async fn refreshed_metadata_rotates_the_signing_key_without_a_restart() {
         "the old key no longer is"
     );
 }
+
+#[tokio::test]
+async fn saml_login_picks_the_named_idp() {
+    use crate::support::saml_craft::{metadata, TestIdpKey, IDP_ENTITY};
+    let (a, b) = (TestIdpKey::new("a"), TestIdpKey::new("b"));
+    let partner = metadata("https://partner.test/metadata", &[&b])
+        .replace("https://idp.test/sso", "https://partner.test/sso");
+    let (s, up, _k) = world_from(
+        Bound::new().await,
+        "idp_metadata_file = \"a.xml\"\n[saml.idps.partner]\nidp_metadata_file = \"b.xml\"",
+        &[("a.xml", &metadata(IDP_ENTITY, &[&a])), ("b.xml", &partner)],
+    )
+    .await;
+    let go = |q: &str| {
+        client()
+            .get(s.url(&format!("/.sidegate/saml/login{q}")))
+            .send()
+    };
+    let r = go("?idp=partner&rd=/x").await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(r.headers()[LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with("https://partner.test/sso?SAMLRequest="));
+    let r = go("?rd=/x").await.unwrap();
+    assert!(r.headers()[LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with("https://idp.test/sso?SAMLRequest="));
+    assert_eq!(go("?idp=nope").await.unwrap().status(), 404);
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

@@ -519,9 +519,12 @@ fn presets_read_the_identity_from_each_vendors_attribute_names() {
         c.name_id = "opaque-id-123".into();
         c.attributes = attributes;
         let v = check(&s, &c.signed(idp_key(), Sign::Both), &c).unwrap();
-        let id =
-            sidegate::identity::resolve(&s.identity_config(&base), &v.issuer, &Saml::claims(&v))
-                .unwrap();
+        let id = sidegate::identity::resolve(
+            &s.idp(None).unwrap().identity_config(&base),
+            &v.issuer,
+            &Saml::claims(&v),
+        )
+        .unwrap();
         assert_eq!(id.user, "alice@corp.test", "{preset}");
         assert_eq!(
             id.subject, "opaque-id-123",
@@ -536,8 +539,12 @@ fn presets_read_the_identity_from_each_vendors_attribute_names() {
     let mut c = craft();
     c.attributes = vec![];
     let v = check(&s, &c.signed(idp_key(), Sign::Both), &c).unwrap();
-    let id = sidegate::identity::resolve(&s.identity_config(&base), &v.issuer, &Saml::claims(&v))
-        .unwrap();
+    let id = sidegate::identity::resolve(
+        &s.idp(None).unwrap().identity_config(&base),
+        &v.issuer,
+        &Saml::claims(&v),
+    )
+    .unwrap();
     assert_eq!(id.user, "alice");
     assert_eq!(
         id.role, "viewer",
@@ -589,5 +596,105 @@ fn saml_config_mistakes_name_the_key_and_the_fix() {
             .unwrap_err()
             .to_string();
         assert!(err.contains(key), "{lines}: {err}");
+    }
+}
+
+/// Two IdPs: the default test IdP, and `partner` with its own entity and key.
+fn two_idps() -> Saml {
+    let keys = Keys::new();
+    std::fs::write(
+        keys.path().join("idp.xml"),
+        metadata(IDP_ENTITY, &[idp_key()]),
+    )
+    .unwrap();
+    std::fs::write(
+        keys.path().join("partner.xml"),
+        metadata(PARTNER, &[other_key()])
+            .replace("https://idp.test/sso", "https://partner.test/sso"),
+    )
+    .unwrap();
+    let mut text = config_text(ORIGIN, "http://127.0.0.1:9", DEAD_ISSUER, &[]);
+    text.push_str(
+        "\n[saml]\nidp_metadata_file = \"idp.xml\"\n[saml.idps.partner]\nidp_metadata_file = \"partner.xml\"\npreset = \"okta\"\n",
+    );
+    let cfg = load(&text, &keys);
+    Saml::new(cfg.saml.unwrap(), SpUrls::new(ORIGIN, "/.sidegate")).unwrap()
+}
+
+const PARTNER: &str = "https://partner.test/metadata";
+
+#[test]
+fn each_idp_is_checked_with_its_own_certificates() {
+    let s = two_idps();
+    assert!(s.is_ready());
+    let partner = s.idp(Some("partner")).unwrap();
+    assert_eq!(partner.metadata.entity_id, PARTNER);
+    assert_eq!(
+        s.idp(None).unwrap().metadata.entity_id,
+        IDP_ENTITY,
+        "[saml] is the default"
+    );
+
+    let mut c = craft();
+    c.in_response_to = None;
+    c.issuer = PARTNER.into();
+    c.assertion_issuer = PARTNER.into();
+    // Unsolicited from the partner, signed with the partner's key: accepted as the partner.
+    let v = s
+        .check(&c.signed(other_key(), Sign::Both), None, c.now)
+        .unwrap();
+    assert_eq!(v.issuer, PARTNER);
+    // Claiming to be the partner with the default IdP's key: refused.
+    refused(
+        s.check(&c.signed(idp_key(), Sign::Both), None, c.now),
+        "signature",
+    );
+    // An issuer nobody configured.
+    let mut u = c.clone();
+    u.issuer = "https://stranger.test".into();
+    u.assertion_issuer = u.issuer.clone();
+    refused(
+        s.check(&u.signed(other_key(), Sign::Both), None, u.now),
+        "issuer",
+    );
+    // A login sent to the default IdP cannot be answered by the partner.
+    let mut p = craft();
+    p.issuer = PARTNER.into();
+    p.assertion_issuer = PARTNER.into();
+    assert!(s
+        .check(&p.signed(other_key(), Sign::Both), Some(REQ_ID), p.now)
+        .is_err());
+}
+
+#[test]
+fn idp_names_must_be_unique_and_plain() {
+    let keys = Keys::new();
+    std::fs::write(
+        keys.path().join("idp.xml"),
+        metadata(IDP_ENTITY, &[idp_key()]),
+    )
+    .unwrap();
+    for (extra, key) in [
+        (
+            "name = \"okta\"\n[saml.idps.okta]\nidp_metadata_file = \"idp.xml\"",
+            "two IdPs are named",
+        ),
+        (
+            "[saml.idps.Bad_Name]\nidp_metadata_file = \"idp.xml\"",
+            "not a usable IdP name",
+        ),
+        (
+            "[saml.idps.x]\npreset = \"okta\"",
+            "saml.idps.x.idp_metadata_file",
+        ),
+    ] {
+        let mut text = config_text(ORIGIN, "http://127.0.0.1:9", DEAD_ISSUER, &[]);
+        text.push_str(&format!(
+            "\n[saml]\nidp_metadata_file = \"idp.xml\"\n{extra}\n"
+        ));
+        let err = sidegate::config::load(&text, &sidegate::config::Env::new(), keys.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{extra}: {err}");
     }
 }

@@ -8,7 +8,9 @@ use url::Url;
 
 use super::{duration, Problems};
 use crate::config::raw;
-use crate::config::{AssertionSignature, IdpInitiated, IdpSource, SamlAttributes, SamlConfig};
+use crate::config::{
+    AssertionSignature, IdpInitiated, IdpSource, SamlAttributes, SamlConfig, SamlIdpConfig,
+};
 use crate::keys::SamlSpKey;
 use crate::login::saml::load_metadata;
 
@@ -62,6 +64,61 @@ fn read(p: &mut Problems, key: &str, file: &str, base_dir: &Path) -> Option<Stri
     }
 }
 
+/// The per-IdP keys, from `[saml]` itself or from one `[saml.idps.<name>]`.
+struct IdpKeys<'a> {
+    metadata_file: &'a Option<String>,
+    metadata_url: &'a Option<String>,
+    metadata_refresh: &'a Option<String>,
+    metadata_signing_cert_file: &'a Option<String>,
+    preset: &'a Option<String>,
+    attributes: &'a raw::SamlAttributes,
+    clock_skew: &'a Option<String>,
+    idp_initiated: &'a Option<String>,
+    idp_initiated_landing: &'a Option<String>,
+    assertion_signature: &'a Option<String>,
+}
+
+impl<'a> From<&'a raw::SamlIdp> for IdpKeys<'a> {
+    fn from(i: &'a raw::SamlIdp) -> Self {
+        IdpKeys {
+            metadata_file: &i.idp_metadata_file,
+            metadata_url: &i.idp_metadata_url,
+            metadata_refresh: &i.idp_metadata_refresh,
+            metadata_signing_cert_file: &i.idp_metadata_signing_cert_file,
+            preset: &i.preset,
+            attributes: &i.attributes,
+            clock_skew: &i.clock_skew,
+            idp_initiated: &i.idp_initiated,
+            idp_initiated_landing: &i.idp_initiated_landing,
+            assertion_signature: &i.assertion_signature,
+        }
+    }
+}
+
+impl<'a> From<&'a raw::Saml> for IdpKeys<'a> {
+    fn from(i: &'a raw::Saml) -> Self {
+        IdpKeys {
+            metadata_file: &i.idp_metadata_file,
+            metadata_url: &i.idp_metadata_url,
+            metadata_refresh: &i.idp_metadata_refresh,
+            metadata_signing_cert_file: &i.idp_metadata_signing_cert_file,
+            preset: &i.preset,
+            attributes: &i.attributes,
+            clock_skew: &i.clock_skew,
+            idp_initiated: &i.idp_initiated,
+            idp_initiated_landing: &i.idp_initiated_landing,
+            assertion_signature: &i.assertion_signature,
+        }
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 40
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// Builds `SamlConfig`; `sp_metadata_url` is the default SP entity ID.
 pub(super) fn build(
     s: &raw::Saml,
@@ -69,73 +126,43 @@ pub(super) fn build(
     base_dir: &Path,
     p: &mut Problems,
 ) -> Option<SamlConfig> {
-    let metadata_signing_cert = s.idp_metadata_signing_cert_file.as_ref().and_then(|f| {
-        let pem = read(p, "saml.idp_metadata_signing_cert_file", f, base_dir)?;
-        openssl::x509::X509::from_pem(pem.as_bytes())
-            .and_then(|c| c.to_der())
-            .map_err(|e| {
-                p.add(
-                    "saml.idp_metadata_signing_cert_file",
-                    format!("not a PEM certificate: {e}"),
-                    "use the certificate your IdP signs its metadata with",
-                )
-            })
-            .ok()
-    });
-    let idp = match (&s.idp_metadata_file, &s.idp_metadata_url) {
-        (None, None) => {
+    let inline = s.idp_metadata_file.is_some() || s.idp_metadata_url.is_some();
+    let mut idps = Vec::new();
+    if inline || s.idps.is_empty() {
+        let name = s.name.clone().unwrap_or_else(|| "default".into());
+        idps.push(build_idp(&name, "saml", IdpKeys::from(s), base_dir, p));
+    }
+    for (name, i) in &s.idps {
+        idps.push(build_idp(
+            name,
+            &format!("saml.idps.{name}"),
+            IdpKeys::from(i),
+            base_dir,
+            p,
+        ));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (name, key) in idps
+        .iter()
+        .flatten()
+        .map(|i| (i.name.as_str(), "saml.idps"))
+    {
+        if !valid_name(name) {
             p.add(
-                "saml.idp_metadata_file",
-                "missing",
-                "point idp_metadata_file at the IdP's SAML metadata XML, or set idp_metadata_url",
+                key,
+                format!("`{name}` is not a usable IdP name"),
+                "use lower-case letters, digits and -",
             );
-            None
         }
-        (Some(_), Some(_)) => {
+        if names.contains(&name) {
             p.add(
-                "saml.idp_metadata_url",
-                "both a metadata file and a URL are given",
-                "keep one of idp_metadata_file and idp_metadata_url",
+                key,
+                format!("two IdPs are named `{name}`"),
+                "give each IdP its own name (saml.name names the one in [saml])",
             );
-            None
         }
-        (Some(f), None) => read(p, "saml.idp_metadata_file", f, base_dir).and_then(|xml| {
-            load_metadata(&xml, metadata_signing_cert.as_deref())
-                .map_err(|e| {
-                    p.add(
-                        "saml.idp_metadata_file",
-                        e.to_string(),
-                        "use the metadata XML your IdP publishes for this application",
-                    )
-                })
-                .ok()
-                .map(|m| IdpSource::File(Box::new(m)))
-        }),
-        (None, Some(u)) => match Url::parse(u) {
-            Ok(url)
-                if url.scheme() == "https"
-                    || (url.scheme() == "http" && super::is_loopback_host(&url)) =>
-            {
-                Some(IdpSource::Url {
-                    url,
-                    refresh: duration(
-                        p,
-                        "saml.idp_metadata_refresh",
-                        &s.idp_metadata_refresh,
-                        Duration::from_secs(3600),
-                    ),
-                })
-            }
-            _ => {
-                p.add(
-                    "saml.idp_metadata_url",
-                    format!("`{u}` is not an https URL"),
-                    "use the IdP's https metadata URL (plain http only on loopback, for tests)",
-                );
-                None
-            }
-        },
-    };
+        names.push(name);
+    }
     let sp_entity_id = s.sp_entity_id.clone().or(sp_metadata_url);
     if let Some(id) = &sp_entity_id {
         if id.is_empty() || Url::parse(id).is_err() && !id.starts_with("urn:") {
@@ -181,19 +208,114 @@ pub(super) fn build(
             "set sp_key_file and sp_cert_file, or turn signing off",
         );
     }
+    let max_response_bytes = s.max_response_bytes.unwrap_or(128 * 1024);
+    if !(4096..=1024 * 1024).contains(&max_response_bytes) {
+        p.add(
+            "saml.max_response_bytes",
+            format!("{max_response_bytes} is out of range"),
+            "use between 4096 and 1048576 (the default 131072 fits any real IdP)",
+        );
+    }
+    let idps: Option<Vec<_>> = idps.into_iter().collect();
+    Some(SamlConfig {
+        sp_entity_id: sp_entity_id?,
+        sp_key,
+        sign_authn_requests,
+        name_id_format: s.name_id_format.clone(),
+        max_response_bytes,
+        idps: idps?,
+    })
+}
+
+/// One IdP; `key` is its section (`saml` or `saml.idps.<name>`).
+fn build_idp(
+    name: &str,
+    key: &str,
+    s: IdpKeys<'_>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<SamlIdpConfig> {
+    let k = |sub: &str| format!("{key}.{sub}");
+    let metadata_signing_cert = s.metadata_signing_cert_file.as_ref().and_then(|f| {
+        let pem = read(p, &k("idp_metadata_signing_cert_file"), f, base_dir)?;
+        openssl::x509::X509::from_pem(pem.as_bytes())
+            .and_then(|c| c.to_der())
+            .map_err(|e| {
+                p.add(
+                    &k("idp_metadata_signing_cert_file"),
+                    format!("not a PEM certificate: {e}"),
+                    "use the certificate your IdP signs its metadata with",
+                )
+            })
+            .ok()
+    });
+    let idp = match (s.metadata_file, s.metadata_url) {
+        (None, None) => {
+            p.add(
+                &k("idp_metadata_file"),
+                "missing",
+                "point idp_metadata_file at the IdP's SAML metadata XML, or set idp_metadata_url",
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            p.add(
+                &k("idp_metadata_url"),
+                "both a metadata file and a URL are given",
+                "keep one of idp_metadata_file and idp_metadata_url",
+            );
+            None
+        }
+        (Some(f), None) => read(p, &k("idp_metadata_file"), f, base_dir).and_then(|xml| {
+            load_metadata(&xml, metadata_signing_cert.as_deref())
+                .map_err(|e| {
+                    p.add(
+                        &k("idp_metadata_file"),
+                        e.to_string(),
+                        "use the metadata XML your IdP publishes for this application",
+                    )
+                })
+                .ok()
+                .map(|m| IdpSource::File(Box::new(m)))
+        }),
+        (None, Some(u)) => match Url::parse(u) {
+            Ok(url)
+                if url.scheme() == "https"
+                    || (url.scheme() == "http" && super::is_loopback_host(&url)) =>
+            {
+                Some(IdpSource::Url {
+                    url,
+                    refresh: duration(
+                        p,
+                        &k("idp_metadata_refresh"),
+                        s.metadata_refresh,
+                        Duration::from_secs(3600),
+                    ),
+                })
+            }
+            _ => {
+                p.add(
+                    &k("idp_metadata_url"),
+                    format!("`{u}` is not an https URL"),
+                    "use the IdP's https metadata URL (plain http only on loopback, for tests)",
+                );
+                None
+            }
+        },
+    };
     let mut attributes = preset(s.preset.as_deref()).unwrap_or_else(|| {
         p.add(
-            "saml.preset",
+            &k("preset"),
             format!("`{}` is not a preset", s.preset.as_deref().unwrap_or("")),
             "use entra, adfs, okta or generic",
         );
         preset(None).expect("generic preset")
     });
-    let a = &s.attributes;
+    let a = s.attributes;
     if let Some(u) = &a.user {
         if u.is_empty() {
             p.add(
-                "saml.attributes.user",
+                &k("attributes.user"),
                 "is empty",
                 "list at least one attribute name (the NameID is always the last resort)",
             );
@@ -215,7 +337,7 @@ pub(super) fn build(
         Some("accept") => IdpInitiated::Accept,
         Some(o) => {
             p.add(
-                "saml.idp_initiated",
+                &k("idp_initiated"),
                 format!("`{o}` is not a mode"),
                 "use off (default), restart (safer) or accept",
             );
@@ -228,7 +350,7 @@ pub(super) fn build(
         .unwrap_or_else(|| "/".into());
     if !idp_initiated_landing.starts_with('/') || idp_initiated_landing.starts_with("//") {
         p.add(
-            "saml.idp_initiated_landing",
+            &k("idp_initiated_landing"),
             format!("`{idp_initiated_landing}` is not a local path"),
             "use a path on this app such as /",
         );
@@ -238,38 +360,21 @@ pub(super) fn build(
         Some("own") => AssertionSignature::Own,
         Some(o) => {
             p.add(
-                "saml.assertion_signature",
+                &k("assertion_signature"),
                 format!("`{o}` is not a choice"),
                 "use own-or-response (default) or own",
             );
             AssertionSignature::OwnOrResponse
         }
     };
-    let max_response_bytes = s.max_response_bytes.unwrap_or(128 * 1024);
-    if !(4096..=1024 * 1024).contains(&max_response_bytes) {
-        p.add(
-            "saml.max_response_bytes",
-            format!("{max_response_bytes} is out of range"),
-            "use between 4096 and 1048576 (the default 131072 fits any real IdP)",
-        );
-    }
-    Some(SamlConfig {
+    Some(SamlIdpConfig {
+        name: name.to_string(),
         idp: idp?,
         metadata_signing_cert,
-        sp_entity_id: sp_entity_id?,
-        sp_key,
-        sign_authn_requests,
-        name_id_format: s.name_id_format.clone(),
         attributes,
-        clock_skew: duration(
-            p,
-            "saml.clock_skew",
-            &s.clock_skew,
-            Duration::from_secs(120),
-        ),
+        clock_skew: duration(p, &k("clock_skew"), s.clock_skew, Duration::from_secs(120)),
         idp_initiated,
         idp_initiated_landing,
         assertion_signature,
-        max_response_bytes,
     })
 }

@@ -149,6 +149,13 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// The allowed clock skew.
+    pub fn skew(&self) -> Duration {
+        self.skew.to_std().unwrap_or_default()
+    }
+}
+
 /// A checked assertion: only what sidegate uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {

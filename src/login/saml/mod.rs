@@ -23,7 +23,9 @@ use url::Url;
 
 pub use self::check::{SamlError, Verified};
 pub use self::metadata::{load as load_metadata, IdpMetadata, MetadataError};
-use crate::config::{IdentityConfig, IdpSource, SamlConfig};
+use crate::config::{
+    IdentityConfig, IdpInitiated, IdpSource, SamlAttributes, SamlConfig, SamlIdpConfig,
+};
 use crate::keys::{random_bytes, random_token};
 
 /// Why the SAML service provider could not be set up.
@@ -100,29 +102,74 @@ impl moka::Expiry<String, Duration> for UntilValid {
     }
 }
 
-/// The IdP as currently known: its metadata and what is built from it. Swapped whole when
+/// One IdP as currently known: its metadata and what is built from it. Swapped whole when
 /// metadata fetched from a URL changes, so a check never mixes two versions.
 pub struct Idp {
+    /// Its name in sidegate.
+    pub name: String,
     /// The parsed, checked metadata.
     pub metadata: IdpMetadata,
     sp: ServiceProvider,
     verifier: Arc<check::Verifier>,
+    attributes: SamlAttributes,
+    idp_initiated: IdpInitiated,
+    landing: String,
 }
 
-/// The configured SAML IdP and sidegate as its SP.
+impl Idp {
+    /// How unsolicited responses from this IdP are handled.
+    pub fn idp_initiated(&self) -> IdpInitiated {
+        self.idp_initiated
+    }
+
+    /// Where IdP-initiated logins land when RelayState is not an allowed return URL.
+    pub fn landing(&self) -> &str {
+        &self.landing
+    }
+
+    /// Whether the IdP takes LogoutRequests (HTTP-Redirect binding).
+    pub fn has_slo(&self) -> bool {
+        self.metadata.slo_redirect.is_some()
+    }
+
+    /// The identity mapping for this IdP: the shared rules with its attribute names.
+    pub fn identity_config(&self, base: &IdentityConfig) -> IdentityConfig {
+        let a = &self.attributes;
+        let mut c = base.clone();
+        c.user_claims = a.user.iter().cloned().chain(["sub".to_string()]).collect();
+        c.email_claim = a.email.clone();
+        c.role_claim = a.role.clone();
+        c.teams_claim = a.teams.clone();
+        c
+    }
+}
+
+/// A configured IdP and its current state (`None` until its metadata loads).
+struct Slot {
+    cfg: SamlIdpConfig,
+    state: std::sync::RwLock<Option<Arc<Idp>>>,
+}
+
+/// sidegate as a SAML SP and the IdPs it trusts.
 pub struct Saml {
     cfg: SamlConfig,
     urls: SpUrls,
     sp_metadata: Bytes,
-    idp: std::sync::RwLock<Option<Arc<Idp>>>,
+    slots: Vec<Slot>,
     used: moka::sync::Cache<String, Duration>,
     cpu: Arc<tokio::sync::Semaphore>,
 }
 
-/// Why the IdP cannot be used right now.
-#[derive(Debug, thiserror::Error)]
-#[error("the SAML IdP's metadata has not been loaded yet (see the log for why)")]
-pub struct NotReady;
+/// Why an IdP cannot be used right now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// No IdP has that name.
+    #[error("no SAML IdP is named `{0}`")]
+    Unknown(String),
+    /// Its metadata has not loaded (yet).
+    #[error("the metadata of SAML IdP `{0}` has not been loaded yet (see the log for why)")]
+    NotLoaded(String),
+}
 
 /// Public URLs of the SP endpoints.
 pub struct SpUrls {
@@ -146,15 +193,22 @@ impl SpUrls {
 }
 
 impl Saml {
-    /// Builds the SP from the validated config. Metadata from a file is in use at once;
-    /// metadata from a URL arrives with `keep_metadata_fresh`.
-    pub fn new(cfg: SamlConfig, urls: SpUrls) -> Result<Self, SetupError> {
+    /// Builds the SP from the validated config. Metadata from files is in use at once;
+    /// metadata from URLs arrives with `keep_metadata_fresh`.
+    pub fn new(mut cfg: SamlConfig, urls: SpUrls) -> Result<Self, SetupError> {
         xmlsec_log::install();
         let sp_metadata = sp_metadata_xml(&Self::base_sp(&cfg, &urls), cfg.sign_authn_requests)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let slots = std::mem::take(&mut cfg.idps)
+            .into_iter()
+            .map(|c| Slot {
+                cfg: c,
+                state: std::sync::RwLock::new(None),
+            })
+            .collect();
         let saml = Saml {
             sp_metadata,
-            idp: std::sync::RwLock::new(None),
+            slots,
             used: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .expire_after(UntilValid)
@@ -163,8 +217,10 @@ impl Saml {
             urls,
             cfg,
         };
-        if let IdpSource::File(m) = &saml.cfg.idp {
-            saml.install((**m).clone());
+        for slot in &saml.slots {
+            if let IdpSource::File(m) = &slot.cfg.idp {
+                saml.install(slot, (**m).clone());
+            }
         }
         Ok(saml)
     }
@@ -183,58 +239,74 @@ impl Saml {
         }
     }
 
-    /// Puts `metadata` in use for every later request.
-    fn install(&self, metadata: IdpMetadata) {
+    /// Puts `metadata` in use for every later request to `slot`'s IdP.
+    fn install(&self, slot: &Slot, metadata: IdpMetadata) {
+        let c = &slot.cfg;
         let mut sp = Self::base_sp(&self.cfg, &self.urls);
         sp.idp_metadata = metadata.descriptor().clone();
-        let verifier = check::Verifier::new(
-            sp.clone(),
-            self.cfg.clock_skew,
-            self.cfg.assertion_signature,
-        );
+        let verifier = check::Verifier::new(sp.clone(), c.clock_skew, c.assertion_signature);
         let idp = Arc::new(Idp {
+            name: c.name.clone(),
             metadata,
             sp,
             verifier: Arc::new(verifier),
+            attributes: c.attributes.clone(),
+            idp_initiated: c.idp_initiated,
+            landing: c.idp_initiated_landing.clone(),
         });
-        *self.idp.write().expect("IdP lock poisoned") = Some(idp);
+        *slot.state.write().expect("IdP lock poisoned") = Some(idp);
     }
 
-    /// The IdP in use, if its metadata is loaded.
-    pub fn idp(&self) -> Result<Arc<Idp>, NotReady> {
-        self.idp
-            .read()
-            .expect("IdP lock poisoned")
-            .clone()
-            .ok_or(NotReady)
+    fn loaded(slot: &Slot) -> Option<Arc<Idp>> {
+        slot.state.read().expect("IdP lock poisoned").clone()
     }
 
-    /// Whether logins can start (metadata loaded).
+    /// The IdP named `name` (the default one, listed first, for `None`).
+    pub fn idp(&self, name: Option<&str>) -> Result<Arc<Idp>, Unavailable> {
+        let slot = match name {
+            None => self.slots.first(),
+            Some(n) => self.slots.iter().find(|s| s.cfg.name == n),
+        }
+        .ok_or_else(|| Unavailable::Unknown(name.unwrap_or("").to_string()))?;
+        Self::loaded(slot).ok_or_else(|| Unavailable::NotLoaded(slot.cfg.name.clone()))
+    }
+
+    /// The loaded IdP whose entity ID is `entity`.
+    pub fn idp_by_entity(&self, entity: &str) -> Option<Arc<Idp>> {
+        self.slots
+            .iter()
+            .filter_map(Self::loaded)
+            .find(|i| i.metadata.entity_id == entity)
+    }
+
+    /// Whether every configured IdP's metadata is loaded.
     pub fn is_ready(&self) -> bool {
-        self.idp().is_ok()
+        self.slots.iter().all(|s| Self::loaded(s).is_some())
     }
 
-    /// For metadata from a URL: fetches it until it loads (backoff with jitter), then
-    /// refreshes it every `refresh`. A failed refresh keeps the metadata in use.
+    /// For metadata from URLs: fetches each until it loads (backoff with jitter), then
+    /// refreshes it at its interval. A failed refresh keeps the metadata in use.
     pub async fn keep_metadata_fresh(self: Arc<Self>, http: super::idp_http::IdpHttp) {
-        let IdpSource::Url { url, refresh } = &self.cfg.idp else {
+        let loops = self.slots.iter().map(|slot| self.refresh_loop(slot, &http));
+        futures_util::future::join_all(loops).await;
+    }
+
+    async fn refresh_loop(&self, slot: &Slot, http: &super::idp_http::IdpHttp) {
+        let IdpSource::Url { url, refresh } = &slot.cfg.idp else {
             return;
         };
+        let name = &slot.cfg.name;
         let mut retry = Duration::from_millis(500);
         loop {
-            let wait = match self.fetch_metadata(&http, url).await {
+            let wait = match self.fetch_metadata(slot, http, url).await {
                 Ok(m) => {
-                    let changed = self.idp().map_or(true, |i| {
-                        i.metadata.signing_certs != m.signing_certs
-                            || i.metadata.entity_id != m.entity_id
-                    });
-                    tracing::info!(url = %url, entity = %m.entity_id, certs = m.signing_certs, changed, "SAML IdP metadata loaded");
-                    self.install(m);
+                    tracing::info!(idp = %name, url = %url, entity = %m.entity_id, certs = m.signing_certs, "SAML IdP metadata loaded");
+                    self.install(slot, m);
                     retry = Duration::from_millis(500);
                     *refresh
                 }
                 Err(e) => {
-                    tracing::warn!(url = %url, error = %e, retry_in = ?retry, "SAML IdP metadata fetch failed; keeping what is in use");
+                    tracing::warn!(idp = %name, url = %url, error = %e, retry_in = ?retry, "SAML IdP metadata fetch failed; keeping what is in use");
                     let r = retry;
                     retry = (retry * 2).min(Duration::from_secs(60)).min(*refresh);
                     r + Duration::from_millis(u64::from(random_bytes::<1>()[0]) * 4)
@@ -246,6 +318,7 @@ impl Saml {
 
     async fn fetch_metadata(
         &self,
+        slot: &Slot,
         http: &super::idp_http::IdpHttp,
         url: &Url,
     ) -> Result<IdpMetadata, String> {
@@ -257,23 +330,26 @@ impl Saml {
             return Err(format!("HTTP {}", resp.status()));
         }
         let xml = String::from_utf8(resp.into_body()).map_err(|_| "not UTF-8".to_string())?;
-        metadata::load(&xml, self.cfg.metadata_signing_cert.as_deref()).map_err(|e| e.to_string())
+        metadata::load(&xml, slot.cfg.metadata_signing_cert.as_deref()).map_err(|e| e.to_string())
     }
 
-    /// The validated config.
+    /// The SP-wide config.
     pub fn config(&self) -> &SamlConfig {
         &self.cfg
     }
 
-    /// SP metadata XML for the IdP administrator.
+    /// SP metadata XML for the IdP administrators.
     pub fn sp_metadata(&self) -> Bytes {
         self.sp_metadata.clone()
     }
 
-    /// A new AuthnRequest to the IdP (HTTP-Redirect binding), carrying `relay_state`.
+    /// A new AuthnRequest to `idp` (HTTP-Redirect binding), carrying `relay_state`.
     /// Returns the URL to send the browser to and the request ID to expect back.
-    pub fn authn_request(&self, relay_state: &str) -> Result<(Url, String), RequestError> {
-        let idp = self.idp().map_err(|e| RequestError(e.to_string()))?;
+    pub fn authn_request(
+        &self,
+        idp: &Idp,
+        relay_state: &str,
+    ) -> Result<(Url, String), RequestError> {
         let err = |e: Box<dyn std::error::Error>| RequestError(e.to_string());
         let mut req = idp
             .sp
@@ -289,26 +365,16 @@ impl Saml {
         Ok((url, req.id))
     }
 
-    /// Whether the IdP takes LogoutRequests (HTTP-Redirect binding).
-    pub fn has_slo(&self) -> bool {
-        self.idp().is_ok_and(|i| i.metadata.slo_redirect.is_some())
-    }
-
-    /// The IdP's entity ID, if its metadata is loaded.
-    pub fn idp_entity_id(&self) -> Option<String> {
-        self.idp().ok().map(|i| i.metadata.entity_id.clone())
-    }
-
-    /// A LogoutRequest for `name_id`'s IdP session, carrying `relay_state`: the URL to send
-    /// the browser to, and the request ID the LogoutResponse must answer.
+    /// A LogoutRequest to `idp` for `name_id`'s IdP session, carrying `relay_state`: the
+    /// URL to send the browser to, and the request ID the LogoutResponse must answer.
     pub fn logout_request(
         &self,
+        idp: &Idp,
         name_id: &str,
         idp_session: &crate::session::IdpSession,
         relay_state: &str,
         now: SystemTime,
     ) -> Result<(Url, String), RequestError> {
-        let idp = self.idp().map_err(|e| RequestError(e.to_string()))?;
         let dest = idp
             .metadata
             .slo_redirect
@@ -335,15 +401,15 @@ impl Saml {
         Ok((url, id))
     }
 
-    /// Our LogoutResponse to the IdP's request, as the URL to send the browser to.
+    /// Our LogoutResponse to `idp`'s request, as the URL to send the browser to.
     pub fn logout_response(
         &self,
+        idp: &Idp,
         in_response_to: &str,
         status: &str,
         relay_state: Option<&str>,
         now: SystemTime,
     ) -> Result<Url, RequestError> {
-        let idp = self.idp().map_err(|e| RequestError(e.to_string()))?;
         let dest = idp
             .metadata
             .slo_response
@@ -371,53 +437,52 @@ impl Saml {
         self.cfg.sp_key.as_ref().map(|k| &k.key)
     }
 
-    fn check_sender(
+    /// The IdP a logout message claims to come from (checked by its signature next), and
+    /// that it is addressed to us.
+    fn sender(
         &self,
-        idp: &Idp,
         issuer: Option<&str>,
         destination: Option<&str>,
-    ) -> Result<(), SloError> {
-        if issuer != Some(idp.metadata.entity_id.as_str()) {
-            return Err(SloError::Issuer(issuer.map(str::to_string)));
-        }
+    ) -> Result<Arc<Idp>, SloError> {
+        let idp = issuer
+            .and_then(|i| self.idp_by_entity(i))
+            .ok_or_else(|| SloError::Issuer(issuer.map(str::to_string)))?;
         match destination {
             Some(d) if d != self.urls.slo => Err(SloError::Destination(d.to_string())),
-            _ => Ok(()),
+            _ => Ok(idp),
         }
     }
 
-    /// Reads the IdP's LogoutRequest from a raw query: it must be signed by a pinned key,
-    /// come from the IdP, be addressed to us and not be expired.
+    /// Reads an IdP's LogoutRequest from a raw query: it must be signed by a key pinned for
+    /// the IdP it names, be addressed to us and not be expired.
     pub fn read_logout_request(
         &self,
         query: &str,
         now: SystemTime,
-    ) -> Result<(logout::LogoutRequestIn, Option<String>), SloError> {
-        let idp = self.idp().map_err(|_| SloError::NotReady)?;
+    ) -> Result<(Arc<Idp>, logout::LogoutRequestIn, Option<String>), SloError> {
         let m = redirect::decode(query, redirect::Kind::Request)?;
-        redirect::verify(&m, &idp.metadata.signing_keys, true)?;
         let req = logout::parse_request(&m.xml)?;
-        self.check_sender(&idp, Some(&req.issuer), req.destination.as_deref())?;
+        let idp = self.sender(Some(&req.issuer), req.destination.as_deref())?;
+        redirect::verify(&m, &idp.metadata.signing_keys, true)?;
         if let Some(na) = req.not_on_or_after {
-            let skew = chrono::Duration::from_std(self.cfg.clock_skew).unwrap_or_default();
+            let skew = chrono::Duration::from_std(idp.verifier.skew()).unwrap_or_default();
             if chrono::DateTime::<chrono::Utc>::from(now) >= na + skew {
                 return Err(SloError::Expired(na.to_rfc3339()));
             }
         }
-        Ok((req, m.relay_state))
+        Ok((idp, req, m.relay_state))
     }
 
-    /// Reads the IdP's LogoutResponse from a raw query (a signature, when present, must
+    /// Reads an IdP's LogoutResponse from a raw query (a signature, when present, must
     /// verify; it only decides where the browser goes next).
     pub fn read_logout_response(
         &self,
         query: &str,
     ) -> Result<(logout::LogoutResponseIn, Option<String>), SloError> {
-        let idp = self.idp().map_err(|_| SloError::NotReady)?;
         let m = redirect::decode(query, redirect::Kind::Response)?;
-        redirect::verify(&m, &idp.metadata.signing_keys, false)?;
         let resp = logout::parse_response(&m.xml)?;
-        self.check_sender(&idp, resp.issuer.as_deref(), resp.destination.as_deref())?;
+        let idp = self.sender(resp.issuer.as_deref(), resp.destination.as_deref())?;
+        redirect::verify(&m, &idp.metadata.signing_keys, false)?;
         Ok((resp, m.relay_state))
     }
 
@@ -448,21 +513,37 @@ impl Saml {
         Ok(AcsForm { xml, relay_state })
     }
 
-    /// `check::verify` with this SP's verifier, on the calling thread (tests, fuzzing).
+    /// The IdP an unsolicited response comes from, by its (not yet verified) Issuer: only
+    /// that IdP's certificates will then be tried.
+    pub fn unsolicited_idp(&self, xml: &str) -> Result<Arc<Idp>, SamlError> {
+        let shape = prescan::scan(xml)?;
+        let issuer = shape
+            .issuer
+            .ok_or_else(|| SamlError::Issuer("no Issuer".into()))?;
+        self.idp_by_entity(&issuer)
+            .ok_or_else(|| SamlError::Issuer(format!("{issuer} is not a configured IdP")))
+    }
+
+    /// `check::verify` on the calling thread (tests, fuzzing): `Some(request)` answers a
+    /// request sent to the default IdP; `None` is unsolicited, from whichever IdP issued it.
     pub fn check(
         &self,
         xml: &str,
         expected_request: Option<&str>,
         now: SystemTime,
     ) -> Result<Verified, SamlError> {
-        let idp = self.idp().map_err(|_| SamlError::NotReady)?;
+        let idp = match expected_request {
+            Some(_) => self.idp(None).map_err(|_| SamlError::NotReady)?,
+            None => self.unsolicited_idp(xml)?,
+        };
         check::verify(xml, &idp.verifier, expected_request, now)
     }
 
-    /// Runs `check::verify` on the blocking pool, at most one per core at a time, so XML
-    /// work never stalls the proxy's threads.
+    /// Runs `check::verify` against `idp` on the blocking pool, at most one per core at a
+    /// time, so XML work never stalls the proxy's threads.
     pub async fn verify(
         &self,
+        idp: Arc<Idp>,
         xml: String,
         expected_request: Option<String>,
         now: SystemTime,
@@ -473,13 +554,8 @@ impl Saml {
             .acquire_owned()
             .await
             .expect("semaphore never closed");
-        let verifier = self
-            .idp()
-            .map_err(|_| SamlError::NotReady)?
-            .verifier
-            .clone();
         tokio::task::spawn_blocking(move || {
-            check::verify(&xml, &verifier, expected_request.as_deref(), now)
+            check::verify(&xml, &idp.verifier, expected_request.as_deref(), now)
         })
         .await
         .unwrap_or_else(|e| Err(SamlError::Unreadable(format!("check aborted: {e}"))))
@@ -507,17 +583,6 @@ impl Saml {
         }
         m.insert("sub".into(), Value::String(v.name_id.clone()));
         m
-    }
-
-    /// The identity mapping for SAML: the shared rules with attribute names for claims.
-    pub fn identity_config(&self, base: &IdentityConfig) -> IdentityConfig {
-        let a = &self.cfg.attributes;
-        let mut c = base.clone();
-        c.user_claims = a.user.iter().cloned().chain(["sub".to_string()]).collect();
-        c.email_claim = a.email.clone();
-        c.role_claim = a.role.clone();
-        c.teams_claim = a.teams.clone();
-        c
     }
 }
 

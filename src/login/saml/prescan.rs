@@ -86,6 +86,9 @@ pub struct Shape {
     pub response_signed: bool,
     /// A signature on the assertion references the assertion.
     pub assertion_signed: bool,
+    /// The first Issuer of the Response or the assertion (unverified: it only selects
+    /// which IdP's certificates to check against).
+    pub issuer: Option<String>,
 }
 
 fn is(ns: &ResolveResult, uri: &[u8]) -> bool {
@@ -142,7 +145,9 @@ pub fn scan(xml: &str) -> Result<Shape, Refused> {
         encrypted: false,
         response_signed: false,
         assertion_signed: false,
+        issuer: None,
     };
+    let mut issuer_text: Option<String> = None;
     let mut assertions = 0usize;
     let mut sigs: Vec<Sig> = Vec::new();
     loop {
@@ -169,6 +174,11 @@ pub fn scan(xml: &str) -> Result<Shape, Refused> {
                 }
             }
             Event::Start(e) | Event::Empty(e) => {
+                if root_seen && stack.is_empty() {
+                    return Err(Refused::Malformed(
+                        "an element after the root element".into(),
+                    ));
+                }
                 elements += 1;
                 if elements > MAX_ELEMENTS {
                     return Err(Refused::Limits("too many elements"));
@@ -220,6 +230,15 @@ pub fn scan(xml: &str) -> Result<Shape, Refused> {
                     });
                     Kind::Signature
                 } else {
+                    let parent = stack.last().map(|o| o.kind);
+                    if is(&ns, ASSERTION_NS)
+                        && local == b"Issuer"
+                        && !empty
+                        && shape.issuer.is_none()
+                        && matches!(parent, Some(Kind::Response | Kind::Assertion))
+                    {
+                        issuer_text = Some(String::new());
+                    }
                     if is(&ns, DSIG_NS) && local == b"Reference" {
                         // Only count references of the Signature we are directly inside.
                         let in_sig = stack.iter().rev().any(|o| o.kind == Kind::Signature);
@@ -242,10 +261,18 @@ pub fn scan(xml: &str) -> Result<Shape, Refused> {
                 }
             }
             Event::End(_) => {
+                if let Some(t) = issuer_text.take() {
+                    shape.issuer = Some(t.trim().to_string());
+                }
                 stack.pop();
             }
             Event::Eof => break,
-            Event::Text(_) | Event::CData(_) | Event::Decl(_) => {}
+            Event::Text(t) => {
+                if let Some(buf) = issuer_text.as_mut() {
+                    buf.push_str(&t.decode().map_err(|e| Refused::Malformed(e.to_string()))?);
+                }
+            }
+            Event::CData(_) | Event::Decl(_) => {}
         }
     }
     if !root_seen {
