@@ -23,27 +23,8 @@ struct World {
 
 /// An RSA key and self-signed certificate as PEM (the SP's signing key).
 fn sp_key_pem() -> (String, String) {
-    use openssl::{asn1::Asn1Time, bn::BigNum, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
-    let pkey = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "sidegate test SP").unwrap();
-    let name = name.build();
-    let mut b = x509::X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&pkey).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    b.sign(&pkey, MessageDigest::sha256()).unwrap();
-    (
-        String::from_utf8(pkey.private_key_to_pem_pkcs8().unwrap()).unwrap(),
-        String::from_utf8(b.build().to_pem().unwrap()).unwrap(),
-    )
+    let k = crate::support::saml_craft::TestIdpKey::new("sidegate test SP");
+    (k.key_pem, k.cert_pem)
 }
 
 /// sidegate with SAML only (no `[oidc]`), in front of an echo app, and SimpleSAMLphp.
@@ -278,10 +259,16 @@ async fn idp_initiated_login_restart_mode_becomes_an_sp_initiated_login() {
     );
 }
 
-/// The IdP's auto-submitting form (SAMLResponse + RelayState) for a fresh SP-initiated login,
-/// without submitting it.
+/// The IdP's auto-submitting form (SAMLResponse + RelayState) for a fresh SP-initiated login
+/// as alice, without submitting it.
 async fn captured_response(w: &World, b: &mut Browser) -> Vec<(String, String)> {
-    let mut url = w.sidecar.url("/");
+    capture(b, &w.sidecar.url("/"), "alice", "alice-pw").await
+}
+
+/// Follows redirects and the IdP's login form from `url` until the page that would post a
+/// SAMLResponse; returns that form's fields instead of posting them.
+async fn capture(b: &mut Browser, url: &str, user: &str, password: &str) -> Vec<(String, String)> {
+    let mut url = url.to_string();
     let mut resp = b.request(Method::GET, &url, None).await;
     for _ in 0..20 {
         if resp.status().is_redirection() {
@@ -302,8 +289,8 @@ async fn captured_response(w: &World, b: &mut Browser) -> Vec<(String, String)> 
         let mut fields = form.fields;
         for (k, v) in fields.iter_mut() {
             match k.as_str() {
-                "username" => *v = "alice".into(),
-                "password" => *v = "alice-pw".into(),
+                "username" => *v = user.into(),
+                "password" => *v = password.into(),
                 _ => {}
             }
         }
@@ -355,38 +342,7 @@ async fn an_idp_initiated_response_is_consumed_once_in_accept_mode() {
     let mut b = Browser::new();
     // Capture the unsolicited response instead of letting the browser post it.
     let url = w.idp.idp_initiated_url(&w.sp_entity, Some("/x"));
-    let mut resp = b.request(Method::GET, &url, None).await;
-    let mut url = url;
-    let fields = loop {
-        if resp.status().is_redirection() {
-            let loc = resp.headers()[LOCATION].to_str().unwrap().to_string();
-            url = url::Url::parse(&url)
-                .unwrap()
-                .join(&loc)
-                .unwrap()
-                .to_string();
-            resp = b.request(Method::GET, &url, None).await;
-            continue;
-        }
-        let form = parse_form(&resp.text().await.unwrap()).unwrap();
-        if form.fields.iter().any(|(k, _)| k == "SAMLResponse") {
-            break form.fields;
-        }
-        let mut f = form.fields;
-        for (k, v) in f.iter_mut() {
-            match k.as_str() {
-                "username" => *v = "bob".into(),
-                "password" => *v = "bob-pw".into(),
-                _ => {}
-            }
-        }
-        url = url::Url::parse(&url)
-            .unwrap()
-            .join(&form.action)
-            .unwrap()
-            .to_string();
-        resp = b.request(Method::POST, &url, Some(&f)).await;
-    };
+    let fields = capture(&mut b, &url, "bob", "bob-pw").await;
     assert_eq!(post_acs(&w, "", &fields).await.status(), 302);
     let replay = post_acs(&w, "", &fields).await;
     assert_eq!(replay.status(), 403);

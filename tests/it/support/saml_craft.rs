@@ -13,10 +13,13 @@ pub const IDP_ENTITY: &str = "https://idp.test/metadata";
 pub const SSO_URL: &str = "https://idp.test/sso";
 pub const REQ_ID: &str = "sg_request-1";
 
-/// A signing key and its self-signed certificate.
+/// A signing key and its self-signed certificate (an IdP's, or an SP's).
 pub struct TestIdpKey {
     pub key_der: Vec<u8>,
     pub cert_b64: String,
+    /// The key as PKCS#8 PEM and the certificate as PEM, for config files.
+    pub key_pem: String,
+    pub cert_pem: String,
 }
 
 impl TestIdpKey {
@@ -46,6 +49,8 @@ impl TestIdpKey {
         TestIdpKey {
             key_der,
             cert_b64: STANDARD.encode(cert.to_der().unwrap()),
+            key_pem: String::from_utf8(pkey.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+            cert_pem: String::from_utf8(cert.to_pem().unwrap()).unwrap(),
         }
     }
 }
