@@ -747,7 +747,7 @@ async fn saml_login_picks_the_named_idp() {
         .replace("https://idp.test/sso", "https://partner.test/sso");
     let (s, up, _k) = world_from(
         Bound::new().await,
-        "idp_metadata_file = \"a.xml\"\n[saml.idps.partner]\nidp_metadata_file = \"b.xml\"",
+        "idp_metadata_file = \"a.xml\"\nname_id_format = \"urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress\"\n[saml.idps.partner]\nidp_metadata_file = \"b.xml\"",
         &[("a.xml", &metadata(IDP_ENTITY, &[&a])), ("b.xml", &partner)],
     )
     .await;

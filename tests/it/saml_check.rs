@@ -698,3 +698,28 @@ fn idp_names_must_be_unique_and_plain() {
         assert!(err.contains(key), "{extra}: {err}");
     }
 }
+
+#[test]
+fn metadata_with_two_signing_certificates_accepts_either_during_a_rotation() {
+    let keys = Keys::new();
+    std::fs::write(
+        keys.path().join("idp.xml"),
+        metadata(IDP_ENTITY, &[idp_key(), other_key()]),
+    )
+    .unwrap();
+    let mut text = config_text(ORIGIN, "http://127.0.0.1:9", DEAD_ISSUER, &[]);
+    text.push_str("\n[saml]\nidp_metadata_file = \"idp.xml\"\n");
+    let s = Saml::new(
+        load(&text, &keys).saml.unwrap(),
+        SpUrls::new(ORIGIN, "/.sidegate"),
+    )
+    .unwrap();
+    assert_eq!(s.idp(None).unwrap().metadata.signing_certs, 2);
+    for key in [idp_key(), other_key()] {
+        let c = craft();
+        assert!(check(&s, &c.signed(key, Sign::Both), &c).is_ok());
+    }
+    let stranger = TestIdpKey::new("stranger");
+    let c = craft();
+    refused(check(&s, &c.signed(&stranger, Sign::Both), &c), "signature");
+}
