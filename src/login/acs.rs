@@ -164,6 +164,16 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
             "Sign-in that starts at the identity provider is not enabled for this application. Please open the application and sign in from there.",
         );
     }
+    if saml.seen_before(&form.xml) {
+        return login_failed(
+            cx,
+            "replayed",
+            "the assertion was already used (refused before verification)".into(),
+            StatusCode::FORBIDDEN,
+            Party::Downstream,
+            REFUSED,
+        );
+    }
     let verified = match saml.verify(idp.clone(), form.xml, expected, now).await {
         Ok(v) => v,
         Err(e) => {

@@ -12,5 +12,6 @@ mod proxy;
 mod redirect;
 mod saml;
 mod saml_check;
+mod saml_prop;
 mod support;
 mod tidy;

@@ -423,9 +423,15 @@ fn oversized_shapes_are_refused_cheaply() {
 fn each_assertion_is_consumed_once() {
     let s = sp(&[]);
     let c = craft();
-    let v = check(&s, &c.signed(idp_key(), Sign::Both), &c).unwrap();
+    let xml = c.signed(idp_key(), Sign::Both);
+    assert!(!s.seen_before(&xml));
+    let v = check(&s, &xml, &c).unwrap();
     assert!(s.first_use(&v, c.now));
     assert!(!s.first_use(&v, c.now), "the second use is a replay");
+    assert!(
+        s.seen_before(&xml),
+        "a replay is recognised before any signature work"
+    );
     let other = craft();
     let w = check(&s, &other.signed(idp_key(), Sign::Both), &other).unwrap();
     assert!(s.first_use(&w, other.now));
