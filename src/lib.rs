@@ -1,9 +1,9 @@
 //! sidegate: an authentication sidecar. It sits in front of an unmodified app, logs users in
-//! at an OpenID provider, keeps an AEAD-sealed session cookie, and forwards each request with
+//! at an OpenID provider or a SAML 2.0 IdP, keeps an AEAD-sealed session cookie, and forwards each request with
 //! identity headers plus a signed JWT assertion the app can verify.
 //!
 //! # Layout (the request's path)
-//! `accept` → `pipeline` → `route` → `session` → `login` (`oidc`) → `identity` → `sign` →
+//! `accept` → `pipeline` → `route` → `session` → `login` (`oidc`, `saml`) → `identity` → `sign` →
 //! `forward`; `admin` serves health and metrics on its own listener; `config` parses once at
 //! start-up; `keys` holds secrets; `error` is the one rescue into responses. `dev` is the
 //! `sidegate dev` mode (development IdP + echo app around an unchanged `run`); nothing else
@@ -11,7 +11,7 @@
 //!
 //! # Invariants
 //! - Only `route` matches paths; only `session` knows the cookie wire format; only `sign`
-//!   knows the assertion format; only `login::oidc` parses JWTs from the IdP.
+//!   knows the assertion format; only `login::oidc` parses JWTs from the IdP, only `login::saml` IdP XML.
 //! - Client-sent identity headers are stripped on every path before anything else happens.
 //! - Stages get `now` passed in; nothing below `pipeline` reads the wall clock for decisions.
 //! - `run` never binds sockets and never reads the environment: `main` does both.
