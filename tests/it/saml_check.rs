@@ -729,3 +729,26 @@ fn metadata_with_two_signing_certificates_accepts_either_during_a_rotation() {
     let c = craft();
     refused(check(&s, &c.signed(&stranger, Sign::Both), &c), "signature");
 }
+
+#[test]
+fn control_characters_are_refused_not_dropped() {
+    // libxml2 (recover mode) would drop \x01 and stop at NUL: `al\x01ice` would read as
+    // `alice`. The pre-scan refuses both before any parser or signature check.
+    let s = sp(&[]);
+    let c = craft();
+    let xml = c.signed(idp_key(), Sign::Both);
+    for bad in ["al\u{1}ice", "alice\u{0}mallory"] {
+        refused(
+            check(
+                &s,
+                &xml.replace(">alice</saml:NameID>", &format!(">{bad}</saml:NameID>")),
+                &c,
+            ),
+            "shape",
+        );
+    }
+    assert!(
+        check(&s, &xml, &c).is_ok(),
+        "tabs and newlines elsewhere stay fine"
+    );
+}

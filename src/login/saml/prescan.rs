@@ -132,6 +132,15 @@ struct Sig {
 
 /// Scans `xml` (already size-capped by the caller).
 pub fn scan(xml: &str) -> Result<Shape, Refused> {
+    // XML 1.0 allows no control characters but tab, LF and CR. libxml2 in recovery mode
+    // silently drops them (or stops at a NUL), so the identity it reads could differ from
+    // the text here: refuse instead.
+    if xml
+        .bytes()
+        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Err(Refused::Malformed("a control character".into()));
+    }
     let mut reader = NsReader::from_str(xml);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Open> = Vec::new();
