@@ -564,8 +564,7 @@ impl Saml {
     /// Whether the assertion ID in `xml` (read by the pre-scan, not yet verified) was
     /// consumed before. Checked before any signature work: only verified assertions enter
     /// the cache, so a match is a replay of a real one, refused without spending ~1 ms of
-    /// CPU on it (and without reaching the small per-check leak in libxml 0.3.3 that
-    /// fuzzing found on assertion-only signatures).
+    /// CPU on it.
     pub fn seen_before(&self, xml: &str) -> bool {
         prescan::scan(xml)
             .ok()
