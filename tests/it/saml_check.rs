@@ -693,6 +693,10 @@ fn idp_names_must_be_unique_and_plain() {
             "[saml.idps.x]\npreset = \"okta\"",
             "saml.idps.x.idp_metadata_file",
         ),
+        (
+            "[saml.idps.twin]\nidp_metadata_file = \"idp.xml\"",
+            "is already another IdP's",
+        ),
     ] {
         let mut text = config_text(ORIGIN, "http://127.0.0.1:9", DEAD_ISSUER, &[]);
         text.push_str(&format!(

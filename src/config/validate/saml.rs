@@ -163,6 +163,20 @@ pub(super) fn build(
         }
         names.push(name);
     }
+    // Unsolicited responses and logout messages find their IdP by entity ID.
+    let mut entities: Vec<&str> = Vec::new();
+    for i in idps.iter().flatten() {
+        if let IdpSource::File(m) = &i.idp {
+            if entities.contains(&m.entity_id.as_str()) {
+                p.add(
+                    &format!("saml.idps.{}", i.name),
+                    format!("entity ID `{}` is already another IdP's", m.entity_id),
+                    "configure each IdP once",
+                );
+            }
+            entities.push(&m.entity_id);
+        }
+    }
     let sp_entity_id = s.sp_entity_id.clone().or(sp_metadata_url);
     if let Some(id) = &sp_entity_id {
         if id.is_empty() || Url::parse(id).is_err() && !id.starts_with("urn:") {
