@@ -142,6 +142,8 @@ pub struct Saml {
     pub name_id_format: Option<String>,
     pub max_response_bytes: Option<usize>,
     // The first IdP, written directly in [saml] (named by `name`, default "default").
+    // Spelled out, not `#[serde(flatten)] SamlIdp`: flatten hides unknown keys from
+    // serde_ignored, and a typo in [saml] must be reported.
     pub name: Option<String>,
     pub idp_metadata_file: Option<String>,
     pub idp_metadata_url: Option<String>,
