@@ -575,6 +575,15 @@ fn saml_config_mistakes_name_the_key_and_the_fix() {
             "idp_metadata_file = \"idp.xml\"\nidp_initiated = \"yes\"",
             "saml.idp_initiated",
         ),
+        // Typos are unknown keys, in [saml] and in [saml.idps.<name>] alike.
+        (
+            "idp_metadata_file = \"idp.xml\"\nidp_initiatd = \"off\"",
+            "saml.idp_initiatd: unknown key",
+        ),
+        (
+            "idp_metadata_file = \"idp.xml\"\n[saml.idps.p]\nidp_metadata_file = \"idp.xml\"\nbogus = 1",
+            "saml.idps.p.bogus: unknown key",
+        ),
         (
             "idp_metadata_file = \"idp.xml\"\nsp_key_file = \"k.pem\"",
             "saml.sp_key_file",
