@@ -18,6 +18,8 @@
 
 pub mod accept;
 pub mod admin;
+pub mod auth_request;
+pub mod bearer;
 pub mod config;
 pub mod dev;
 pub mod error;
@@ -97,6 +99,10 @@ pub async fn run(
         .oidc
         .clone()
         .map(|p| tokio::spawn(p.load_with_retry()));
+    let bearer_keys = cx.bearer.is_enabled().then(|| {
+        let cx = cx.clone();
+        tokio::spawn(async move { cx.bearer.warm_up().await })
+    });
     let saml_metadata = cx.login.saml.clone().map(|s| {
         let http = login::idp_http::IdpHttp::new(std::time::Duration::from_secs(10));
         tokio::spawn(s.keep_metadata_fresh(http))
@@ -123,7 +129,11 @@ pub async fn run(
         tasks.spawn(accept::serve(l, None, opts, handler, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
-    for task in discovery.into_iter().chain(saml_metadata) {
+    for task in discovery
+        .into_iter()
+        .chain(saml_metadata)
+        .chain(bearer_keys)
+    {
         task.abort();
     }
     Ok(())

@@ -206,7 +206,7 @@ async fn serve(config: sidegate::config::Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin_listen, upstream = %config.upstream.url, "sidegate starting");
+    tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin_listen, upstream = ?config.upstream.as_ref().map(|u| u.url.as_str()), "sidegate starting");
     sidegate::run(
         sidegate::Listeners { public, admin },
         config,

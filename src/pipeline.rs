@@ -1,5 +1,6 @@
-//! The request's path, in order: strip → route → session → (login) → identity headers →
-//! forward. Reads like the diagram in ARCHITECTURE.md; the stages own the details.
+//! The request's path, in order: strip → route → credential (session cookie or bearer token)
+//! → (login) → identity headers → forward, or → auth_request for a proxy's forward-auth
+//! check. Reads like the diagram in ARCHITECTURE.md; the stages own the details.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -10,12 +11,15 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use url::Url;
 
+use crate::auth_request::{self, ForwardAuth};
+use crate::bearer::{self, Bearer, BearerError};
 use crate::config::{AccessConfig, Config, IdentityConfig};
 use crate::error::{rescue, Failure, Party};
 use crate::forward::{self, Downstream, Upstream, UpstreamError};
+use crate::identity::Identity;
 use crate::login::{self, Login};
 use crate::route::{Endpoint, Own, Routes};
-use crate::session::{Checked, Sessions};
+use crate::session::{unix, Checked, Invalid, Sessions};
 use crate::sign::{IdentityHeaders, Signer};
 use crate::{admin::Metrics, Body, BoxError};
 
@@ -35,8 +39,12 @@ pub struct Context {
     pub login: Login,
     /// Identity headers and assertions.
     pub signer: Signer,
-    /// The protected app.
-    pub upstream: Upstream,
+    /// API bearer tokens from trusted issuers.
+    pub bearer: Bearer,
+    /// Who may describe the original request of a forward-auth check.
+    pub forward_auth: ForwardAuth,
+    /// The protected app (none in forward-auth-only deployments).
+    pub upstream: Option<Upstream>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
 }
@@ -58,6 +66,7 @@ impl Context {
         Ok(Context {
             routes: Routes::new(prefix, cfg.access.public_paths.clone()),
             access: cfg.access,
+            bearer: Bearer::new(cfg.bearer, cfg.identity.clone()),
             identity: cfg.identity,
             login: Login {
                 oidc: cfg
@@ -67,7 +76,11 @@ impl Context {
                 used,
             },
             signer: Signer::new(cfg.assertion, cfg.headers, origin),
-            upstream: Upstream::new(&cfg.upstream, cfg.server.trusted_proxies),
+            forward_auth: ForwardAuth::new(cfg.server.trusted_proxies.clone()),
+            upstream: cfg
+                .upstream
+                .as_ref()
+                .map(|u| Upstream::new(u, cfg.server.trusted_proxies)),
             sessions: Sessions::new(cfg.session),
             public_url: cfg.server.public_url,
             metrics: Metrics::default(),
@@ -88,24 +101,147 @@ pub async fn handle(cx: &Context, req: Request<Incoming>, from: Downstream) -> R
             cx.metrics.request("own");
             return login::saml_acs(cx, req, now).await;
         }
+        Endpoint::Own(Own::Auth) => {
+            return auth_request::check(cx, &without_body(req), from.peer, now).await
+        }
         Endpoint::Own(own) => return own_endpoint(cx, own, &without_body(req), now).await,
         Endpoint::Public => return forward(cx, req, from, None, "public").await,
+        Endpoint::Refused(why) => {
+            cx.metrics.request("bad_path");
+            return rescue(
+                Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    Party::Downstream,
+                    "This address is not valid.",
+                    format!("path refused: {why}"),
+                ),
+                !login::is_navigation_parts(req.method(), req.headers()),
+            );
+        }
         Endpoint::Protected => {}
     }
-    let (session, refreshed) = match cx.sessions.check(req.headers(), now) {
-        Checked::Valid(s) => (s, None),
-        Checked::Touch(s) => {
-            let (s, cookies) = cx.sessions.touch(s, now);
-            (s, Some(cookies))
+    match authenticate(cx, req.headers(), now).await {
+        Authenticated::Yes {
+            headers, cookies, ..
+        } => {
+            let mut resp = forward(cx, req, from, Some(&headers), "proxied").await;
+            for c in cookies {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            resp
         }
-        Checked::Absent => return login::challenge(cx, &without_body(req), None).await,
-        Checked::Invalid(why) => return login::challenge(cx, &without_body(req), Some(why)).await,
-    };
-    let identity = cx.signer.identity_headers(&session, now);
-    let mut resp = forward(cx, req, from, Some(&identity), "proxied").await;
-    for c in refreshed.into_iter().flatten() {
-        resp.headers_mut().append(header::SET_COOKIE, c);
+        Authenticated::No(NoCredential::Absent) => {
+            login::challenge(cx, &without_body(req), None).await
+        }
+        Authenticated::No(NoCredential::BadCookie(why)) => {
+            login::challenge(cx, &without_body(req), Some(why)).await
+        }
+        Authenticated::No(NoCredential::BadToken(e)) => bearer_refused(cx, &e),
     }
+}
+
+/// Why a request carries no usable credential.
+#[derive(Debug)]
+pub enum NoCredential {
+    /// Neither a session cookie nor a bearer token.
+    Absent,
+    /// A session cookie that does not open or has ended.
+    BadCookie(Invalid),
+    /// A bearer token that was refused (or could not be checked).
+    BadToken(BearerError),
+}
+
+impl std::fmt::Display for NoCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoCredential::Absent => f.write_str("no session cookie or bearer token"),
+            NoCredential::BadCookie(why) => write!(f, "session cookie ignored: {why}"),
+            NoCredential::BadToken(e) => write!(f, "bearer token: {e}"),
+        }
+    }
+}
+
+/// The credential stage: who the request is from, with their identity headers ready.
+pub enum Authenticated {
+    /// A valid session or bearer token.
+    Yes {
+        /// Who.
+        identity: Identity,
+        /// Signed identity headers (cached).
+        headers: Arc<IdentityHeaders>,
+        /// Re-issued session cookies (idle deadline moved), if any.
+        cookies: Vec<HeaderValue>,
+    },
+    /// No usable credential.
+    No(NoCredential),
+}
+
+/// Reads the credential: an `Authorization: Bearer` token when bearer issuers are configured
+/// (a bad token never falls back to the cookie), else the session cookie.
+pub async fn authenticate(
+    cx: &Context,
+    headers: &http::HeaderMap,
+    now: SystemTime,
+) -> Authenticated {
+    if cx.bearer.is_enabled() {
+        if let Some(token) = bearer::presented(headers) {
+            return match cx.bearer.check(token, unix(now)).await {
+                Ok(v) => Authenticated::Yes {
+                    headers: cx
+                        .signer
+                        .identity_headers_for(&v.key, &v.identity, Some(v.exp), now),
+                    identity: v.identity.clone(),
+                    cookies: Vec::new(),
+                },
+                Err(e) => Authenticated::No(NoCredential::BadToken(e)),
+            };
+        }
+    }
+    let (session, cookies) = match cx.sessions.check(headers, now) {
+        Checked::Valid(s) => (s, Vec::new()),
+        Checked::Touch(s) => cx.sessions.touch(s, now),
+        Checked::Absent => return Authenticated::No(NoCredential::Absent),
+        Checked::Invalid(why) => return Authenticated::No(NoCredential::BadCookie(why)),
+    };
+    Authenticated::Yes {
+        headers: cx.signer.identity_headers(&session, now),
+        identity: session.identity,
+        cookies,
+    }
+}
+
+/// RFC 6750 answer for a refused bearer token: 401 `invalid_token` (403 when the identity
+/// mapping refused the user, 503 when the issuer could not be asked). Never a redirect.
+pub fn bearer_refused(cx: &Context, e: &BearerError) -> Response<Body> {
+    let (status, public, www) = match e {
+        BearerError::Denied(_) => (
+            StatusCode::FORBIDDEN,
+            "This account is not allowed to use this application.",
+            "Bearer realm=\"sidegate\", error=\"insufficient_scope\"",
+        ),
+        BearerError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The token issuer is not reachable right now; please try again shortly.",
+            "Bearer realm=\"sidegate\"",
+        ),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "Bearer realm=\"sidegate\", error=\"invalid_token\"",
+        ),
+    };
+    cx.metrics.request("bearer_refused");
+    let mut resp = rescue(
+        Failure::new(
+            status,
+            Party::Downstream,
+            public,
+            format!("bearer token refused: {e}"),
+        ),
+        true,
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(www));
     resp
 }
 
@@ -128,6 +264,7 @@ async fn own_endpoint(
         Own::SamlLogin => login::saml_login(cx, req).await,
         Own::SamlSlo => login::saml_slo(cx, req, now),
         Own::SamlAcs => unreachable!("handled with its body in `handle`"),
+        Own::Auth => unreachable!("handled with the peer address in `handle`"),
         Own::Logout => login::logout(cx, req, now),
         Own::Userinfo => login::userinfo(cx, req, now),
         Own::Jwks => login::jwks(cx),
@@ -167,12 +304,24 @@ async fn forward(
             req.headers_mut().insert(header::HOST, v);
         }
     }
-    cx.upstream.set_forwarded(req.headers_mut(), from);
+    let Some(upstream) = &cx.upstream else {
+        cx.metrics.request("no_upstream");
+        return rescue(
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                Party::Downstream,
+                "Not found.",
+                "no [upstream] is configured: this sidegate only answers its own endpoints (forward-auth mode)",
+            ),
+            json,
+        );
+    };
+    upstream.set_forwarded(req.headers_mut(), from);
     if let Some(id) = identity {
         id.apply(req.headers_mut());
     }
     let started = Instant::now();
-    match cx.upstream.send(req, upgrade).await {
+    match upstream.send(req, upgrade).await {
         Ok(resp) => {
             cx.metrics.upstream_latency(started.elapsed().as_secs_f64());
             cx.metrics.request(outcome);

@@ -30,12 +30,14 @@ pub type Env = BTreeMap<String, String>;
 pub struct Config {
     /// Listeners, public URL, reserved prefix, trusted proxies, TLS.
     pub server: ServerConfig,
-    /// The protected app.
-    pub upstream: UpstreamConfig,
+    /// The protected app; absent when sidegate only answers forward-auth checks.
+    pub upstream: Option<UpstreamConfig>,
     /// The OpenID provider, if OIDC login is enabled.
     pub oidc: Option<OidcConfig>,
     /// The SAML IdP and this service provider, if SAML login is enabled.
     pub saml: Option<SamlConfig>,
+    /// Trusted issuers of API bearer tokens (empty: `Authorization` is not looked at).
+    pub bearer: Vec<BearerIssuerConfig>,
     /// Session cookie settings and sealing keys.
     pub session: SessionConfig,
     /// The signed assertion sent upstream.
@@ -143,6 +145,62 @@ pub struct OidcConfig {
     pub http_timeout: Duration,
     /// At most one JWKS refresh per this interval when an unknown `kid` shows up.
     pub jwks_min_refresh_interval: Duration,
+}
+
+/// One issuer whose access tokens API clients may present instead of a session.
+#[derive(Debug)]
+pub struct BearerIssuerConfig {
+    /// The `iss` value, compared exactly.
+    pub issuer: String,
+    /// The `aud` value this deployment requires (the API's resource identifier).
+    pub audience: String,
+    /// JWKS location; discovered from `<issuer>/.well-known/openid-configuration` when absent.
+    pub jwks_url: Option<Url>,
+    /// Accepted signature algorithms (asymmetric only).
+    pub allowed_algs: Vec<IdTokenAlg>,
+    /// Accepted JOSE `typ` values, lower case without `application/` (default `at+jwt`).
+    pub token_types: Vec<String>,
+    /// Allowed clock difference for `exp`, `nbf` and `iat`.
+    pub clock_skew: Duration,
+    /// At most one JWKS refresh per this interval when an unknown `kid` shows up.
+    pub jwks_min_refresh_interval: Duration,
+    /// Timeout of each call to the issuer.
+    pub http_timeout: Duration,
+    /// RFC 7662 introspection for opaque tokens, if enabled.
+    pub introspection: Option<IntrospectionConfig>,
+    /// How long a checked token's result is reused (never past its `exp`).
+    pub cache_ttl: Duration,
+}
+
+/// How to call an issuer's introspection endpoint.
+#[derive(Debug)]
+pub struct IntrospectionConfig {
+    /// Endpoint; discovered (`introspection_endpoint`) when absent.
+    pub url: Option<Url>,
+    /// Client id sidegate authenticates with (HTTP Basic).
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: Secret,
+}
+
+/// Other header names the signed assertion is also sent under, for apps that already
+/// verify another proxy's format (same token, our issuer and JWKS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompatHeader {
+    /// `X-Pomerium-Jwt-Assertion`.
+    Pomerium,
+    /// `X-Goog-Iap-Jwt-Assertion`.
+    Iap,
+}
+
+impl CompatHeader {
+    /// The header name.
+    pub fn header_name(self) -> HeaderName {
+        HeaderName::from_static(match self {
+            CompatHeader::Pomerium => "x-pomerium-jwt-assertion",
+            CompatHeader::Iap => "x-goog-iap-jwt-assertion",
+        })
+    }
 }
 
 /// sidegate as a SAML 2.0 service provider, and the IdPs it trusts.
@@ -271,6 +329,8 @@ pub struct AssertionConfig {
     pub audience: String,
     /// Lifetime of one assertion (`exp - iat`).
     pub lifetime: Duration,
+    /// Extra header names for the same assertion.
+    pub compat_headers: Vec<CompatHeader>,
 }
 
 /// How claims become an identity.

@@ -11,9 +11,10 @@ use serde::Deserialize;
 #[serde(default)]
 pub struct Raw {
     pub server: Server,
-    pub upstream: Upstream,
+    pub upstream: Option<Upstream>,
     pub oidc: Option<Oidc>,
     pub saml: Option<Saml>,
+    pub bearer: Option<Bearer>,
     pub session: Session,
     pub assertion: Assertion,
     pub identity: Identity,
@@ -92,6 +93,33 @@ pub struct Assertion {
     pub signing_keys_env: Option<String>,
     pub audience: Option<String>,
     pub lifetime: Option<String>,
+    pub compat_headers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Bearer {
+    pub issuers: Vec<BearerIssuer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct BearerIssuer {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub jwks_url: Option<String>,
+    pub allowed_algs: Option<Vec<String>>,
+    pub token_types: Option<Vec<String>>,
+    pub clock_skew: Option<String>,
+    pub jwks_min_refresh_interval: Option<String>,
+    pub http_timeout: Option<String>,
+    pub introspection: Option<bool>,
+    pub introspection_url: Option<String>,
+    pub introspection_client_id: Option<String>,
+    pub introspection_client_secret: Option<String>,
+    pub introspection_client_secret_file: Option<String>,
+    pub introspection_client_secret_env: Option<String>,
+    pub cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@ use super::raw::{self, Raw};
 use super::*;
 use crate::keys::{CookieKeys, Secret, SigningKeys};
 
+mod bearer;
 mod saml;
 
 const ENV_PREFIX: &str = "SIDEGATE_";
@@ -321,7 +322,11 @@ const RESERVED_HEADERS: &[&str] = &[
 
 fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Config> {
     let server = build_server(&raw.server, p);
-    let upstream = build_upstream(&raw.upstream, p);
+    // No [upstream]: a forward-auth-only deployment (nginx/Traefik/Envoy do the proxying).
+    let upstream = match &raw.upstream {
+        Some(u) => build_upstream(u, p).map(Some),
+        None => Some(None),
+    };
     if raw.oidc.is_none() && raw.saml.is_none() {
         p.add(
             "oidc",
@@ -340,6 +345,11 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
         .saml
         .as_ref()
         .map(|s| saml::build(s, sp_metadata_url, base_dir, p));
+    let bearer = raw
+        .bearer
+        .as_ref()
+        .map(|b| bearer::build(b, env, base_dir, p))
+        .unwrap_or_default();
     let session = build_session(
         &raw.session,
         server.as_ref().map(|s| &s.public_url),
@@ -380,6 +390,7 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
             None => None,
             Some(s) => Some(s?),
         },
+        bearer,
         session: session?,
         assertion: assertion?,
         identity,
@@ -523,6 +534,37 @@ fn build_upstream(u: &raw::Upstream, p: &mut Problems) -> Option<UpstreamConfig>
     })
 }
 
+/// A JWS algorithm allow-list (default: all four asymmetric algorithms sidegate knows).
+fn jws_algs(p: &mut Problems, key: &str, names: &Option<Vec<String>>) -> Vec<IdTokenAlg> {
+    let names = names.clone().unwrap_or_else(|| {
+        ["RS256", "PS256", "ES256", "EdDSA"]
+            .map(String::from)
+            .to_vec()
+    });
+    if names.is_empty() {
+        p.add(
+            key,
+            "is empty",
+            "leave it out for the default, or list RS256, PS256, ES256 or EdDSA",
+        );
+    }
+    let mut algs = Vec::new();
+    for a in &names {
+        match a.as_str() {
+            "RS256" => algs.push(IdTokenAlg::Rs256),
+            "PS256" => algs.push(IdTokenAlg::Ps256),
+            "ES256" => algs.push(IdTokenAlg::Es256),
+            "EdDSA" => algs.push(IdTokenAlg::EdDsa),
+            other => p.add(
+                key,
+                format!("`{other}` is not allowed"),
+                "choose among RS256, PS256, ES256, EdDSA (never none or HS*)",
+            ),
+        }
+    }
+    algs
+}
+
 fn build_oidc(
     o: Option<&raw::Oidc>,
     env: &Env,
@@ -600,35 +642,7 @@ fn build_oidc(
             "add \"openid\" to the list",
         );
     }
-    let mut allowed_algs = Vec::new();
-    let alg_names = o.allowed_algs.clone().unwrap_or_else(|| {
-        vec![
-            "RS256".into(),
-            "PS256".into(),
-            "ES256".into(),
-            "EdDSA".into(),
-        ]
-    });
-    for a in &alg_names {
-        match a.as_str() {
-            "RS256" => allowed_algs.push(IdTokenAlg::Rs256),
-            "PS256" => allowed_algs.push(IdTokenAlg::Ps256),
-            "ES256" => allowed_algs.push(IdTokenAlg::Es256),
-            "EdDSA" => allowed_algs.push(IdTokenAlg::EdDsa),
-            other => p.add(
-                "oidc.allowed_algs",
-                format!("`{other}` is not allowed"),
-                "choose among RS256, PS256, ES256, EdDSA (never none or HS*)",
-            ),
-        }
-    }
-    if allowed_algs.is_empty() && alg_names.is_empty() {
-        p.add(
-            "oidc.allowed_algs",
-            "is empty",
-            "leave it out for the default, or list RS256, PS256, ES256 or EdDSA",
-        );
-    }
+    let allowed_algs = jws_algs(p, "oidc.allowed_algs", &o.allowed_algs);
     for key in o.extra_authorize_params.keys() {
         if [
             "response_type",
@@ -851,10 +865,24 @@ fn build_assertion(
         .clone()
         .or_else(|| public_url.map(public_origin))
         .unwrap_or_default();
+    let mut compat_headers = Vec::new();
+    for name in &a.compat_headers {
+        match name.as_str() {
+            "pomerium" => compat_headers.push(CompatHeader::Pomerium),
+            "iap" => compat_headers.push(CompatHeader::Iap),
+            other => p.add(
+                "assertion.compat_headers",
+                format!("`{other}` is not a known format"),
+                "list \"pomerium\" (X-Pomerium-Jwt-Assertion) and/or \"iap\" (X-Goog-Iap-Jwt-Assertion)",
+            ),
+        }
+    }
+    compat_headers.dedup();
     Some(AssertionConfig {
         keys: keys?,
         audience,
         lifetime,
+        compat_headers,
     })
 }
 
@@ -941,10 +969,10 @@ fn build_headers(h: &raw::Headers, p: &mut Problems) -> HeaderConfig {
 fn build_access(a: &raw::Access, prefix: Option<&str>, p: &mut Problems) -> AccessConfig {
     let mut public_paths = Vec::new();
     for path in &a.public_paths {
-        let canonical = path.starts_with('/')
-            && !path.contains("//")
-            && !path.contains(['?', '#', '%', ';', '\\'])
-            && !path.split('/').any(|s| s == "." || s == "..");
+        // The rule must be in the form the router compares (the one normalizer's).
+        let canonical = !path.contains(['?', '#'])
+            && crate::route::normalize(path.strip_suffix('*').unwrap_or(path))
+                .is_ok_and(|n| n.is_canonical());
         if !canonical {
             p.add(
                 "access.public_paths",
@@ -1062,15 +1090,17 @@ pub(super) fn describe(c: &Config) -> String {
         ));
     }
     root.insert("server".into(), table(server));
-    root.insert(
-        "upstream".into(),
-        table(vec![
-            ("url", s(public_origin(&c.upstream.url))),
-            ("connect_timeout", d(c.upstream.connect_timeout)),
-            ("response_timeout", d(c.upstream.response_timeout)),
-            ("pass_host_header", V::Boolean(c.upstream.pass_host_header)),
-        ]),
-    );
+    if let Some(u) = &c.upstream {
+        root.insert(
+            "upstream".into(),
+            table(vec![
+                ("url", s(public_origin(&u.url))),
+                ("connect_timeout", d(u.connect_timeout)),
+                ("response_timeout", d(u.response_timeout)),
+                ("pass_host_header", V::Boolean(u.pass_host_header)),
+            ]),
+        );
+    }
     if let Some(o) = &c.oidc {
         root.insert(
             "oidc".into(),

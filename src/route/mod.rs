@@ -1,7 +1,11 @@
 //! Routing: the only place that matches path strings. Decides whether a request is for one of
-//! sidegate's own endpoints (under the reserved prefix), a public path, or a protected one.
+//! sidegate's own endpoints (under the reserved prefix), a public path, or a protected one,
+//! always on the output of `normalize`, the one path normalizer.
+
+pub mod normalize;
 
 use crate::config::PathRule;
+pub use normalize::{normalize, NormalPath, PathRefused};
 
 /// sidegate's own endpoints under the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub enum Own {
     Userinfo,
     /// `jwks.json`: assertion verification keys.
     Jwks,
+    /// `auth` (and `auth/<original path>` for Envoy): the forward-auth check.
+    Auth,
     /// Anything else under the prefix: 404, never proxied.
     Unknown,
 }
@@ -37,6 +43,8 @@ pub enum Endpoint {
     Public,
     /// Everything else: needs a session.
     Protected,
+    /// A path no server should be asked to interpret (400).
+    Refused(PathRefused),
 }
 
 /// The routing table.
@@ -56,42 +64,41 @@ impl Routes {
         &self.prefix
     }
 
-    /// Classifies a request path (without query).
-    pub fn classify(&self, path: &str) -> Endpoint {
-        let lower = path.to_ascii_lowercase();
-        if let Some(rest) = lower.strip_prefix(self.prefix.to_ascii_lowercase().as_str()) {
-            if rest.is_empty() || rest.starts_with('/') {
-                return Endpoint::Own(match rest {
-                    "/start" => Own::Start,
-                    "/oidc/callback" => Own::OidcCallback,
-                    "/saml/metadata" => Own::SamlMetadata,
-                    "/saml/login" => Own::SamlLogin,
-                    "/saml/acs" => Own::SamlAcs,
-                    "/saml/slo" => Own::SamlSlo,
-                    "/logout" => Own::Logout,
-                    "/userinfo" => Own::Userinfo,
-                    "/jwks.json" => Own::Jwks,
-                    _ => Own::Unknown,
-                });
-            }
+    /// Classifies a request path (a query, if present, is ignored).
+    pub fn classify(&self, raw_path: &str) -> Endpoint {
+        match normalize(raw_path) {
+            Ok(p) => self.classify_normal(&p),
+            Err(why) => Endpoint::Refused(why),
         }
-        if is_canonical(path)
+    }
+
+    /// Classifies an already normalized path. Own endpoints match without regard to case;
+    /// public rules only match canonical paths, exactly (fail closed).
+    pub fn classify_normal(&self, path: &NormalPath) -> Endpoint {
+        if path.is_under(&self.prefix, true) {
+            let rest = path.as_str()[self.prefix.len()..].to_ascii_lowercase();
+            return Endpoint::Own(match rest.as_str() {
+                "/start" => Own::Start,
+                "/oidc/callback" => Own::OidcCallback,
+                "/saml/metadata" => Own::SamlMetadata,
+                "/saml/login" => Own::SamlLogin,
+                "/saml/acs" => Own::SamlAcs,
+                "/saml/slo" => Own::SamlSlo,
+                "/logout" => Own::Logout,
+                "/userinfo" => Own::Userinfo,
+                "/jwks.json" => Own::Jwks,
+                r if r == "/auth" || r.starts_with("/auth/") => Own::Auth,
+                _ => Own::Unknown,
+            });
+        }
+        if path.is_canonical()
             && self.public.iter().any(|r| match r {
-                PathRule::Exact(p) => path == p,
-                PathRule::Prefix(p) => path.starts_with(p.as_str()),
+                PathRule::Exact(p) => path.as_str() == p,
+                PathRule::Prefix(p) => path.is_under(p, false),
             })
         {
             return Endpoint::Public;
         }
         Endpoint::Protected
     }
-}
-
-/// A path in the one form every server reads the same way. Only such paths can be public:
-/// anything with encodings, dot segments, `//`, `;` or `\` needs a session (fail closed).
-fn is_canonical(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.contains("//")
-        && !path.contains(['%', ';', '\\'])
-        && !path.split('/').any(|s| s == "." || s == "..")
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
-use crate::config::{AssertionConfig, HeaderConfig};
+use crate::config::{AssertionConfig, CompatHeader, HeaderConfig};
 use crate::identity::Identity;
 use crate::keys::random_token;
 use crate::session::{unix, Session};
@@ -28,6 +28,9 @@ struct AssertionClaims<'a> {
     email: Option<&'a str>,
     role: &'a str,
     teams: &'a [String],
+    /// Pomerium-shaped verifiers read the teams as `groups`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<&'a [String]>,
     idp: &'a str,
     iat: i64,
     exp: i64,
@@ -92,6 +95,9 @@ impl Signer {
         .into_iter()
         .chain(names.strip.iter())
         .map(|n| normalize(n.as_str()))
+        // The compatibility names are stripped whether or not they are emitted: an app that
+        // verifies them must never see a client's copy.
+        .chain([CompatHeader::Pomerium, CompatHeader::Iap].map(|c| c.header_name().to_string()))
         .collect();
         strip_set.sort();
         strip_set.dedup();
@@ -131,14 +137,29 @@ impl Signer {
 
     /// The identity headers for `session`, from the cache while the assertion is fresh.
     pub fn identity_headers(&self, session: &Session, now: SystemTime) -> Arc<IdentityHeaders> {
+        self.identity_headers_for(&session.sid, &session.identity, None, now)
+    }
+
+    /// The identity headers for any credential: `key` names it in the cache (a session id,
+    /// or a bearer token's hash) and `not_after` caps the assertion's `exp` (a token's own).
+    pub fn identity_headers_for(
+        &self,
+        key: &str,
+        identity: &Identity,
+        not_after: Option<i64>,
+        now: SystemTime,
+    ) -> Arc<IdentityHeaders> {
         let now_s = unix(now);
-        if let Some(h) = self.cache.get(&session.sid) {
-            if h.exp - now_s > (self.cfg.lifetime.as_secs() as i64) / 5 {
+        if let Some(h) = self.cache.get(key) {
+            let left = h.exp - now_s;
+            if left > (self.cfg.lifetime.as_secs() as i64) / 5
+                || (not_after == Some(h.exp) && left > 0)
+            {
                 return h;
             }
         }
-        let fresh = Arc::new(self.build(&session.sid, &session.identity, now_s));
-        self.cache.insert(session.sid.clone(), fresh.clone());
+        let fresh = Arc::new(self.build(key, identity, now_s, not_after));
+        self.cache.insert(key.to_string(), fresh.clone());
         fresh
     }
 
@@ -153,9 +174,10 @@ impl Signer {
         self.cache.entry_count()
     }
 
-    fn build(&self, sid: &str, id: &Identity, now: i64) -> IdentityHeaders {
+    fn build(&self, sid: &str, id: &Identity, now: i64, not_after: Option<i64>) -> IdentityHeaders {
         let key = self.cfg.keys.current();
         let exp = now + self.cfg.lifetime.as_secs() as i64;
+        let exp = not_after.map_or(exp, |n| exp.min(n));
         let claims = AssertionClaims {
             iss: &self.issuer,
             aud: &self.cfg.audience,
@@ -164,6 +186,11 @@ impl Signer {
             email: id.email.as_deref(),
             role: &id.role,
             teams: &id.teams,
+            groups: self
+                .cfg
+                .compat_headers
+                .contains(&CompatHeader::Pomerium)
+                .then_some(id.teams.as_slice()),
             idp: &id.issuer,
             iat: now,
             exp,
@@ -181,8 +208,11 @@ impl Signer {
             (self.names.user.clone(), hv(&id.user)),
             (self.names.role.clone(), hv(&id.role)),
             (self.names.teams.clone(), hv(&id.teams.join(","))),
-            (self.names.assertion.clone(), assertion),
         ];
+        for c in &self.cfg.compat_headers {
+            values.push((c.header_name(), assertion.clone()));
+        }
+        values.push((self.names.assertion.clone(), assertion));
         if let Some(e) = &id.email {
             values.push((self.names.email.clone(), hv(e)));
         }

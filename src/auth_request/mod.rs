@@ -1,0 +1,475 @@
+//! Forward-auth: `/.sidegate/auth`, the other last step of the request's path. nginx
+//! `auth_request`, Traefik `forwardAuth` and Envoy `ext_authz` (HTTP) ask it whether a request
+//! may pass; it answers 200 with the identity headers, 401 without a valid credential, or 403
+//! when the user is not allowed. Never a redirect: the proxy in front decides what to show.
+//!
+//! What the original request was (method, host, URI) is read only from a peer in
+//! `server.trusted_proxies`; from anyone else those headers are ignored, the original path
+//! counts as unknown and so nothing is public. The original path goes through the same
+//! normalizer and routing table as proxied requests.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use ipnet::IpNet;
+
+use crate::error::{html_escape, rescue, Failure, Party};
+use crate::identity::Identity;
+use crate::pipeline::{authenticate, bearer_refused, Authenticated, Context, NoCredential};
+use crate::route::{normalize, Endpoint};
+use crate::{empty_body, full_body, Body};
+
+/// Who may tell us what the original request was.
+pub struct ForwardAuth {
+    trusted: Vec<IpNet>,
+}
+
+/// Which proxy contract described the original request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `X-Original-URI`/`X-Original-Method` (nginx `auth_request`, ingress-nginx).
+    Nginx,
+    /// `X-Forwarded-Uri`/`X-Forwarded-Method` (Traefik `forwardAuth`).
+    Traefik,
+    /// The check request's own path below `auth` (Envoy `ext_authz` with `path_prefix`).
+    Envoy,
+    /// A trusted peer that said nothing about the original request.
+    Unspecified,
+    /// A peer outside `server.trusted_proxies`: its headers were ignored.
+    Untrusted,
+}
+
+/// The request the proxy in front is deciding about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    /// Which contract it came from.
+    pub via: Via,
+    /// Method (GET when not told).
+    pub method: Method,
+    /// `scheme://host` when known.
+    pub origin: Option<String>,
+    /// Raw path and query when known.
+    pub uri: Option<String>,
+}
+
+/// Access narrowing written into the auth URL by the proxy's configuration
+/// (`auth?allowed_roles=admin,ops`): any one listed value suffices per parameter.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    roles: Vec<String>,
+    teams: Vec<String>,
+    email_domains: Vec<String>,
+}
+
+impl Allowed {
+    /// Reads `allowed_roles`, `allowed_teams` and `allowed_email_domains` (comma-separated).
+    pub fn from_query(query: Option<&str>) -> Allowed {
+        let mut a = Allowed::default();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let list = match k.as_ref() {
+                "allowed_roles" => &mut a.roles,
+                "allowed_teams" => &mut a.teams,
+                "allowed_email_domains" => &mut a.email_domains,
+                _ => continue,
+            };
+            list.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        a
+    }
+
+    /// The first rule `id` fails, named for the log and the 403 page.
+    pub fn check(&self, id: &Identity) -> Result<(), &'static str> {
+        if !self.roles.is_empty() && !self.roles.contains(&id.role) {
+            return Err("allowed_roles");
+        }
+        if !self.teams.is_empty() && !id.teams.iter().any(|t| self.teams.contains(t)) {
+            return Err("allowed_teams");
+        }
+        if !self.email_domains.is_empty() {
+            let domain = id
+                .email
+                .as_deref()
+                .and_then(|e| e.rsplit_once('@'))
+                .map(|(_, d)| d.to_ascii_lowercase());
+            if !domain.is_some_and(|d| {
+                self.email_domains
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&d))
+            }) {
+                return Err("allowed_email_domains");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+impl ForwardAuth {
+    /// The proxies whose description of the original request is believed.
+    pub fn new(trusted: Vec<IpNet>) -> Self {
+        ForwardAuth { trusted }
+    }
+
+    fn is_trusted(&self, peer: SocketAddr) -> bool {
+        let ip = peer.ip().to_canonical();
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Reads the original request from the headers of a trusted peer's check request;
+    /// `auth_path` is our own `<prefix>/auth` (for Envoy's appended path).
+    pub fn original(&self, req: &Request<()>, peer: SocketAddr, auth_path: &str) -> Original {
+        let unknown = |via| Original {
+            via,
+            method: Method::GET,
+            origin: None,
+            uri: None,
+        };
+        if !self.is_trusted(peer) {
+            return unknown(Via::Untrusted);
+        }
+        let h = req.headers();
+        let method = |name| {
+            header_str(h, name)
+                .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+                .unwrap_or(Method::GET)
+        };
+        let host = header_str(h, "x-forwarded-host").or_else(|| header_str(h, "host"));
+        let origin = host.map(|host| {
+            let proto = match header_str(h, "x-forwarded-proto") {
+                Some(p) if p.eq_ignore_ascii_case("http") => "http",
+                _ => "https",
+            };
+            format!("{proto}://{host}")
+        });
+        if let Some(uri) = header_str(h, "x-original-uri") {
+            return Original {
+                via: Via::Nginx,
+                method: method("x-original-method"),
+                origin,
+                uri: Some(uri.to_string()),
+            };
+        }
+        if let Some(uri) = header_str(h, "x-forwarded-uri") {
+            return Original {
+                via: Via::Traefik,
+                method: method("x-forwarded-method"),
+                origin,
+                uri: Some(uri.to_string()),
+            };
+        }
+        // Envoy: the check request's path is `path_prefix` + the original path and query.
+        let path = req.uri().path();
+        if path.len() > auth_path.len()
+            && path.is_char_boundary(auth_path.len())
+            && path[..auth_path.len()].eq_ignore_ascii_case(auth_path)
+            && path.as_bytes()[auth_path.len()] == b'/'
+        {
+            let rest = &path[auth_path.len()..];
+            let uri = match req.uri().query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_string(),
+            };
+            return Original {
+                via: Via::Envoy,
+                method: req.method().clone(),
+                origin,
+                uri: Some(uri),
+            };
+        }
+        unknown(Via::Unspecified)
+    }
+}
+
+/// What the check decided.
+enum Verdict {
+    /// A public path or one of sidegate's own endpoints: pass, without identity.
+    Public,
+    /// A valid credential that passes the auth URL's narrowing.
+    Allowed,
+    /// No valid credential.
+    Unauthenticated(NoCredential),
+    /// Valid credential, failed rule.
+    Forbidden(&'static str),
+    /// The original path is one no server should interpret.
+    BadPath(String),
+}
+
+/// `/.sidegate/auth`: answers the proxy in front (never redirects).
+pub async fn check(
+    cx: &Context,
+    req: &Request<()>,
+    peer: SocketAddr,
+    now: SystemTime,
+) -> Response<Body> {
+    let auth_path = format!("{}/auth", cx.routes.prefix());
+    let original = cx.forward_auth.original(req, peer, &auth_path);
+    if original.via == Via::Untrusted
+        && ["x-original-uri", "x-forwarded-uri"]
+            .iter()
+            .any(|h| req.headers().contains_key(*h))
+    {
+        tracing::info!(peer = %peer.ip(), "forward-auth: original-request headers from a peer outside server.trusted_proxies ignored");
+    }
+    // The narrowing belongs to the auth URL; Envoy's query is the original request's.
+    let allowed = match original.via {
+        Via::Envoy => Allowed::default(),
+        _ => Allowed::from_query(req.uri().query()),
+    };
+    let mut set_cookies = Vec::new();
+    let mut identity_headers = None;
+    let verdict = match original.uri.as_deref().map(normalize) {
+        Some(Err(why)) => Verdict::BadPath(why.to_string()),
+        Some(Ok(p)) if !matches!(cx.routes.classify_normal(&p), Endpoint::Protected) => {
+            Verdict::Public
+        }
+        _ => match authenticate(cx, req.headers(), now).await {
+            Authenticated::Yes {
+                identity,
+                headers,
+                cookies,
+            } => {
+                set_cookies = cookies;
+                match allowed.check(&identity) {
+                    Ok(()) => {
+                        identity_headers = Some(headers);
+                        Verdict::Allowed
+                    }
+                    Err(rule) => {
+                        tracing::warn!(target: "sidegate::audit", event = "forward_auth", outcome = "forbidden", rule,
+                            subject = %identity.subject, user = %identity.user, role = %identity.role,
+                            uri = original.uri.as_deref().unwrap_or("?"), "forward-auth: user not allowed");
+                        Verdict::Forbidden(rule)
+                    }
+                }
+            }
+            Authenticated::No(why) => Verdict::Unauthenticated(why),
+        },
+    };
+    let json = !is_navigation(&original.method, req.headers());
+    let mut resp = match verdict {
+        Verdict::Public => {
+            cx.metrics.request("auth_public");
+            ok()
+        }
+        Verdict::Allowed => {
+            cx.metrics.request("auth_allowed");
+            let mut r = ok();
+            if let Some(h) = identity_headers {
+                h.apply(r.headers_mut());
+            }
+            r
+        }
+        Verdict::Unauthenticated(NoCredential::BadToken(e)) => bearer_refused(cx, &e),
+        Verdict::Unauthenticated(why) => {
+            cx.metrics.request("auth_unauthenticated");
+            tracing::info!(via = ?original.via, reason = %why, uri = original.uri.as_deref().unwrap_or("?"), "forward-auth: 401");
+            unauthenticated(cx, &original, json)
+        }
+        Verdict::Forbidden(rule) => {
+            cx.metrics.request("auth_forbidden");
+            let public = match rule {
+                "allowed_roles" => "Your role does not give access to this page.",
+                "allowed_teams" => "None of your teams has access to this page.",
+                _ => "Your email domain does not give access to this page.",
+            };
+            rescue(
+                Failure::new(
+                    StatusCode::FORBIDDEN,
+                    Party::Downstream,
+                    public,
+                    format!("forward-auth rule {rule} not met"),
+                ),
+                json,
+            )
+        }
+        Verdict::BadPath(why) => {
+            cx.metrics.request("auth_bad_path");
+            rescue(
+                Failure::new(
+                    StatusCode::FORBIDDEN,
+                    Party::Downstream,
+                    "This address is not allowed.",
+                    format!("forward-auth: original path refused: {why}"),
+                ),
+                json,
+            )
+        }
+    };
+    for c in set_cookies {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    crate::login::is_navigation_parts(method, headers)
+}
+
+fn ok() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(empty_body())
+        .expect("static response")
+}
+
+/// 401 with where to log in: `start?rd=<original URL>` when the original URL is known and
+/// allowed as a return target, else `start` alone.
+fn unauthenticated(cx: &Context, original: &Original, json: bool) -> Response<Body> {
+    let start = format!(
+        "{}{}/start",
+        crate::config::public_origin(&cx.public_url),
+        cx.routes.prefix()
+    );
+    let target = match (&original.origin, &original.uri) {
+        (Some(o), Some(u)) => Some(format!("{o}{u}")),
+        _ => None,
+    };
+    let login = match target.filter(|t| {
+        crate::login::return_to::check(t, &cx.public_url, &cx.access.allowed_redirect_hosts).is_ok()
+    }) {
+        Some(t) => {
+            let rd: String = url::form_urlencoded::byte_serialize(t.as_bytes()).collect();
+            format!("{start}?rd={rd}")
+        }
+        None => start,
+    };
+    let (ctype, body) = if json {
+        (
+            "application/json",
+            serde_json::json!({"error": "unauthenticated", "login_url": login}).to_string(),
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!DOCTYPE html><title>Sign in</title><h1>Sign in required</h1><p><a href=\"{}\">Sign in</a></p>\n",
+                html_escape(&login)
+            ),
+        )
+    };
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(header::CONTENT_TYPE, ctype)
+        .header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&format!("Bearer realm=\"sidegate\", login_uri=\"{login}\""))
+                .unwrap_or(HeaderValue::from_static("Bearer realm=\"sidegate\"")),
+        )
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(full_body(body))
+        .expect("valid 401")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(ip: &str) -> SocketAddr {
+        format!("{ip}:5000").parse().unwrap()
+    }
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn fa() -> ForwardAuth {
+        ForwardAuth::new(vec!["127.0.0.1/32".parse().unwrap()])
+    }
+
+    #[test]
+    fn nginx_headers_from_a_trusted_peer_are_read() {
+        let r = req(
+            "/.sidegate/auth",
+            &[
+                ("x-original-uri", "/admin?x=1"),
+                ("x-original-method", "POST"),
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-proto", "http"),
+            ],
+        );
+        let o = fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth");
+        assert_eq!(o.via, Via::Nginx);
+        assert_eq!(o.method, Method::POST);
+        assert_eq!(o.origin.as_deref(), Some("http://app.test"));
+        assert_eq!(o.uri.as_deref(), Some("/admin?x=1"));
+    }
+
+    #[test]
+    fn the_same_headers_from_anyone_else_are_ignored() {
+        let r = req(
+            "/.sidegate/auth/healthz",
+            &[
+                ("x-original-uri", "/healthz"),
+                ("x-forwarded-uri", "/healthz"),
+            ],
+        );
+        let o = fa().original(&r, peer("127.0.0.2"), "/.sidegate/auth");
+        assert_eq!(o.via, Via::Untrusted);
+        assert_eq!(o.uri, None);
+    }
+
+    #[test]
+    fn traefik_and_envoy_contracts() {
+        let r = req(
+            "/.sidegate/auth",
+            &[
+                ("x-forwarded-uri", "/api/x"),
+                ("x-forwarded-method", "DELETE"),
+                ("x-forwarded-host", "app.test"),
+            ],
+        );
+        let o = fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth");
+        assert_eq!((o.via, o.method), (Via::Traefik, Method::DELETE));
+        assert_eq!(o.origin.as_deref(), Some("https://app.test"));
+        let r = req("/.sidegate/auth/api/y?z=1", &[("host", "app.test")]);
+        let o = fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth");
+        assert_eq!(o.via, Via::Envoy);
+        assert_eq!(o.uri.as_deref(), Some("/api/y?z=1"));
+        let r = req("/.sidegate/auth", &[]);
+        assert_eq!(
+            fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth").via,
+            Via::Unspecified
+        );
+    }
+
+    #[test]
+    fn narrowing_rules() {
+        let id = Identity {
+            issuer: "i".into(),
+            subject: "s".into(),
+            user: "u".into(),
+            email: Some("u@Example.com".into()),
+            role: "viewer".into(),
+            teams: vec!["devs".into()],
+        };
+        assert_eq!(Allowed::from_query(None).check(&id), Ok(()));
+        let a = Allowed::from_query(Some("allowed_roles=admin,%20viewer"));
+        assert_eq!(a.check(&id), Ok(()));
+        let a = Allowed::from_query(Some("allowed_roles=admin"));
+        assert_eq!(a.check(&id), Err("allowed_roles"));
+        let a = Allowed::from_query(Some("allowed_teams=ops&allowed_roles=viewer"));
+        assert_eq!(a.check(&id), Err("allowed_teams"));
+        let a = Allowed::from_query(Some("allowed_email_domains=example.com"));
+        assert_eq!(a.check(&id), Ok(()));
+        let a = Allowed::from_query(Some("allowed_email_domains=other.com"));
+        assert_eq!(a.check(&id), Err("allowed_email_domains"));
+    }
+}
