@@ -4,12 +4,15 @@
 #   - Debian packages: BUILD_PACKAGES (scripts/lib/deps.sh) and APT_PACKAGES
 #     (skipped when `dpkg -s` finds them)
 #   - tests/idp and tests/browser node_modules (npm ci, pinned lock files)
+#   - the verifier examples: a Python venv at .run/py, examples/node node_modules
 # Logs go to stderr; any failure exits non-zero with the reason.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # shellcheck source=lib/deps.sh
 source "$ROOT/scripts/lib/deps.sh"
+# shellcheck source=lib/python.sh
+source "$ROOT/scripts/lib/python.sh" # verifier examples (examples/python)
 
 # What the tests need beyond building, easy to extend as suites arrive
 # (stores: redis-server).
@@ -64,5 +67,13 @@ npm_ci() {
 }
 npm_ci tests/idp oidc-provider
 npm_ci tests/browser playwright-core
+
+# ---- verifier examples (examples/, tests/it/examples.rs) ------------------------
+# Python: a venv at .run/py with examples/python/requirements.txt (scripts/lib/python.sh);
+# Node: examples/node's pinned jose.
+python_venv_ensure
+npm_ci examples/node jose
+# ---- end of verifier examples ----------------------------------------------------
+
 [[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium is missing after installing the chromium package"
 log "ok"

@@ -224,3 +224,158 @@ pub fn check_times(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    struct Key {
+        der: Vec<u8>,
+        jwks: JwkSet,
+    }
+
+    fn key(kid: &str) -> Key {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
+        let p = pair.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65])});
+        Key {
+            der: doc.as_ref().to_vec(),
+            jwks: serde_json::from_value(json!({"keys": [jwk]})).unwrap(),
+        }
+    }
+
+    fn sign(k: &Key, typ: &str, kid: Option<&str>, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.typ = Some(typ.into());
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_ec_der(&k.der)).unwrap()
+    }
+
+    fn claims() -> Value {
+        json!({"iss": "https://idp", "aud": ["https://api", "x"], "sub": "s", "iat": NOW - 1, "exp": NOW + 60})
+    }
+
+    fn check(jwks: &JwkSet, token: &str) -> Result<Map<String, Value>, TokenError> {
+        let types = ["at+jwt".to_string()];
+        let e = Expect {
+            issuer: "https://idp",
+            audience: "https://api",
+            algs: &[IdTokenAlg::Es256, IdTokenAlg::Rs256],
+            types: &types,
+            skew: Duration::from_secs(30),
+        };
+        verify(token, jwks, &e, NOW)
+    }
+
+    #[test]
+    fn each_check_names_its_refusal() {
+        let k = key("k");
+        let good = sign(&k, "at+jwt", Some("k"), &claims());
+        assert!(check(&k.jwks, &good).is_ok());
+        assert!(
+            check(
+                &k.jwks,
+                &sign(&k, "application/AT+JWT", Some("k"), &claims())
+            )
+            .is_ok(),
+            "media type form and case"
+        );
+        let edit = |f: &dyn Fn(&mut Value)| {
+            let mut c = claims();
+            f(&mut c);
+            sign(&k, "at+jwt", Some("k"), &c)
+        };
+        let cases: Vec<(String, TokenError)> = vec![
+            (
+                sign(&k, "JWT", Some("k"), &claims()),
+                TokenError::Type("jwt".into()),
+            ),
+            (edit(&|c| c["nonce"] = json!("n")), TokenError::IdToken),
+            (
+                sign(&k, "at+jwt", Some("other"), &claims()),
+                TokenError::UnknownKey,
+            ),
+            (
+                sign(&key("k"), "at+jwt", Some("k"), &claims()),
+                TokenError::Signature,
+            ),
+            (
+                edit(&|c| c["iss"] = json!("https://evil")),
+                TokenError::Issuer,
+            ),
+            (
+                edit(&|c| c["aud"] = json!("https://other")),
+                TokenError::Audience,
+            ),
+            (
+                edit(&|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+                TokenError::NoExpiry,
+            ),
+            (edit(&|c| c["exp"] = json!(NOW - 31)), TokenError::Expired),
+            (
+                edit(&|c| c["iat"] = json!(NOW + 31)),
+                TokenError::NotYetValid,
+            ),
+            (edit(&|c| c["nbf"] = json!("soon")), TokenError::NotYetValid),
+            (edit(&|c| c["sub"] = json!("")), TokenError::NoSubject),
+        ];
+        for (token, want) in cases {
+            assert_eq!(check(&k.jwks, &token).unwrap_err(), want);
+        }
+        // Within the skew is fine.
+        assert!(check(&k.jwks, &edit(&|c| c["exp"] = json!(NOW - 29))).is_ok());
+        // No kid: only a single-key set is unambiguous.
+        assert!(check(&k.jwks, &sign(&k, "at+jwt", None, &claims())).is_ok());
+    }
+
+    #[test]
+    fn algorithm_and_key_confusion() {
+        let k = key("k");
+        let body = URL_SAFE_NO_PAD.encode(claims().to_string());
+        let none = format!(
+            "{}.{body}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt","kid":"k"}"#)
+        );
+        assert_eq!(
+            check(&k.jwks, &none).unwrap_err(),
+            TokenError::Alg("none".into())
+        );
+        let mut h = Header::new(Algorithm::HS256);
+        h.typ = Some("at+jwt".into());
+        h.kid = Some("k".into());
+        let hs = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(b"public")).unwrap();
+        assert_eq!(
+            check(&k.jwks, &hs).unwrap_err(),
+            TokenError::Alg("HS256".into())
+        );
+        // RS256 is allowed, but the kid names an EC key: never verified with the wrong family.
+        let rs = format!(
+            "{}.{body}.AAAA",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"at+jwt","kid":"k"}"#)
+        );
+        assert_eq!(check(&k.jwks, &rs).unwrap_err(), TokenError::KeyMismatch);
+        let crit = format!(
+            "{}.{body}.AAAA",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"at+jwt","kid":"k","crit":["x"]}"#)
+        );
+        assert_eq!(check(&k.jwks, &crit).unwrap_err(), TokenError::Critical);
+        assert!(matches!(
+            check(&k.jwks, "a.b").unwrap_err(),
+            TokenError::Malformed(_)
+        ));
+    }
+}

@@ -5,6 +5,8 @@
 // Protocol with the caller (a Rust test or bench/bench.sh):
 //   stdout: exactly one line, `READY {"issuer":"http://127.0.0.1:<port>"}`,
 //           once the port is listening; nothing else is ever written there.
+//           With OP_API=1 the JSON object also has an "api" member (see
+//           below); `issuer` is unchanged.
 //   stderr: everything else (oidc-provider notices, access log, errors).
 //   stdin:  keep it open; the process exits when it closes (so a crashed
 //           test never leaves an OP behind), and on SIGTERM/SIGINT.
@@ -20,6 +22,38 @@
 //                      public clients must
 //   OP_ACCESS_LOG      1 = one line per request (to stderr)
 //
+// Opt-in API (bearer token) support, all off unless OP_API=1; without it the
+// provider, its clients, keys and discovery document are exactly as above.
+//   OP_API                     1 = enable: client credentials grant, resource
+//                              indicators, an ES256 key (added after the RSA
+//                              one; ID tokens stay RS256) and the two clients
+//   OP_API_CLIENT_ID           default `api-client`: grant_types
+//                              [client_credentials], client_secret_basic
+//   OP_API_CLIENT_SECRET       default `api-secret`
+//   OP_API_INTROSPECTOR_ID     default `introspector`: no grants, only
+//                              authenticates (client_secret_basic) to the
+//                              introspection endpoint
+//   OP_API_INTROSPECTOR_SECRET default `introspector-secret`
+//   OP_API_TOKEN_TTL           seconds a client-credentials token lives
+//                              (default 600)
+// Resource servers (request them with `resource=<URL>&scope=api:read` on a
+// client_credentials token request by the API client; any other client,
+// the login client included, still gets invalid_target for a `resource`):
+//   https://api.sidegate.test     JWT access tokens (RFC 9068, typ at+jwt,
+//                                 ES256), aud = this URL
+//   https://opaque.sidegate.test  opaque access tokens, aud = this URL
+// Both know the one scope `api:read`. Client-credentials tokens of the API
+// client carry preferred_username=<client id>, role=developer,
+// groups=[api-clients] and sub=<client id>, in the JWT and in the
+// introspection response alike. The introspector and the API client may
+// introspect any token, the login client's included (oidc-provider also
+// accepts client_secret_post from a client_secret_basic client). JWT access
+// tokens cannot be introspected (400 unsupported_token_type).
+// READY then reads {"issuer":...,"api":{"client_id","client_secret",
+// "introspector_id","introspector_secret","scope":"api:read",
+// "resources":{"jwt":"https://api.sidegate.test",
+// "opaque":"https://opaque.sidegate.test"}}}.
+//
 // Users (password `<name>-pw`): alice (admin), bob (developer),
 // carol (viewer, email not verified), dave (superuser: a role outside a
 // typical allow-list).
@@ -27,7 +61,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import querystring from 'node:querystring';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // stdout carries only the READY line: oidc-provider prints its notices with
 // console.info, so route the console's stdout methods to stderr.
@@ -49,6 +83,18 @@ const clientSecret = process.env.OP_CLIENT_SECRET || 'sidegate-secret';
 const clientAuth = process.env.OP_CLIENT_AUTH || 'client_secret_basic';
 const pkceRequiredForAll = (process.env.OP_PKCE_REQUIRED ?? '1') !== '0';
 const accessLog = process.env.OP_ACCESS_LOG === '1';
+const apiEnabled = process.env.OP_API === '1';
+const apiClientId = process.env.OP_API_CLIENT_ID || 'api-client';
+const apiClientSecret = process.env.OP_API_CLIENT_SECRET || 'api-secret';
+const introspectorId = process.env.OP_API_INTROSPECTOR_ID || 'introspector';
+const introspectorSecret = process.env.OP_API_INTROSPECTOR_SECRET || 'introspector-secret';
+const apiTokenTtl = Number(process.env.OP_API_TOKEN_TTL || 600);
+if (apiEnabled) {
+  if (!Number.isSafeInteger(apiTokenTtl) || apiTokenTtl <= 0) fail(`bad OP_API_TOKEN_TTL ${process.env.OP_API_TOKEN_TTL}`);
+  if (new Set([clientId, apiClientId, introspectorId]).size !== 3) {
+    fail('OP_CLIENT_ID, OP_API_CLIENT_ID and OP_API_INTROSPECTOR_ID must differ');
+  }
+}
 
 // ---- exit when the parent goes away ---------------------------------------
 let stopping = false;
@@ -116,8 +162,82 @@ function freshJwks() {
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = { ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256' };
   jwk.kid = crypto.createHash('sha256').update(jwk.n).digest('base64url').slice(0, 16);
-  return { keys: [jwk] };
+  const keys = [jwk];
+  if (apiEnabled) {
+    // For the JWT access tokens only (see API_RESOURCES); listed after the
+    // RSA key, and every client here pins RS256 for its ID tokens.
+    const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const ecJwk = { ...ec.export({ format: 'jwk' }), use: 'sig', alg: 'ES256' };
+    ecJwk.kid = crypto.createHash('sha256').update(ecJwk.x + ecJwk.y).digest('base64url').slice(0, 16);
+    keys.push(ecJwk);
+  }
+  return { keys };
 }
+
+// ---- opt-in API support (OP_API=1) -----------------------------------------
+const API_SCOPE = 'api:read';
+const API_RESOURCES = {
+  'https://api.sidegate.test': {
+    scope: API_SCOPE,
+    audience: 'https://api.sidegate.test',
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: 'ES256' } },
+  },
+  'https://opaque.sidegate.test': {
+    scope: API_SCOPE,
+    audience: 'https://opaque.sidegate.test',
+    accessTokenFormat: 'opaque',
+  },
+};
+
+// Only the API client may name a resource: for every other client this
+// answers like oidc-provider's default (invalid_target), so the login
+// client's tokens stay opaque, audience-less and usable at userinfo.
+async function getResourceServerInfo(ctx, resourceIndicator, client) {
+  // accept the URL with or without the trailing slash URL parsing adds
+  const info = API_RESOURCES[resourceIndicator.replace(/\/$/, '')];
+  if (!info || client.clientId !== apiClientId) throw new errors.InvalidTarget();
+  return info;
+}
+
+// Identity claims for the API client's client-credentials tokens, so a
+// resource server's identity mapping finds a "user". oidc-provider puts these
+// into the JWT access token's payload and into the introspection response
+// of an opaque token; other tokens get none.
+async function extraTokenClaims(ctx, token) {
+  if (token.kind !== 'ClientCredentials' || token.clientId !== apiClientId) return undefined;
+  // sub too: the JWT has sub = client id anyway, the introspection response
+  // of a token without an end-user would otherwise have no sub at all
+  return {
+    sub: apiClientId, preferred_username: apiClientId, role: 'developer', groups: ['api-clients'],
+  };
+}
+
+// Confidential clients (the introspector, the API client, the login client)
+// may introspect any token; a public client only its own (the library's
+// default rule, written out here).
+async function introspectionAllowedPolicy(ctx, client, token) {
+  if (client.clientAuthMethod === 'none') return token.clientId === client.clientId;
+  return true;
+}
+
+const apiClients = [{
+  client_id: apiClientId,
+  client_secret: apiClientSecret,
+  redirect_uris: [],
+  response_types: [],
+  grant_types: ['client_credentials'],
+  token_endpoint_auth_method: 'client_secret_basic',
+  id_token_signed_response_alg: 'RS256',
+}, {
+  client_id: introspectorId,
+  client_secret: introspectorSecret,
+  redirect_uris: [],
+  response_types: [],
+  grant_types: [],
+  token_endpoint_auth_method: 'client_secret_basic',
+  id_token_signed_response_alg: 'RS256',
+}];
 
 const configuration = {
   clients: [{
@@ -129,7 +249,7 @@ const configuration = {
     grant_types: ['authorization_code', 'refresh_token'],
     token_endpoint_auth_method: clientAuth,
     id_token_signed_response_alg: 'RS256',
-  }],
+  }, ...(apiEnabled ? apiClients : [])],
   findAccount,
   jwks: freshJwks(),
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
@@ -155,6 +275,18 @@ const configuration = {
     Interaction: 600, Session: 86400, Grant: 86400, RefreshToken: 86400,
   },
 };
+if (apiEnabled) {
+  Object.assign(configuration.features, {
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true, allowedPolicy: introspectionAllowedPolicy },
+    // oidc-provider enables resourceIndicators by default; only the resource
+    // servers are added. defaultResource and useGrantedResource keep their
+    // defaults (no resource unless one is requested), as before.
+    resourceIndicators: { enabled: true, getResourceServerInfo },
+  });
+  configuration.extraTokenClaims = extraTokenClaims;
+  configuration.ttl.ClientCredentials = apiTokenTtl;
+}
 
 // ---- listen first: the issuer must carry the real (maybe ephemeral) port ---
 const server = http.createServer();
@@ -204,5 +336,16 @@ server.listen(port, '127.0.0.1', () => {
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
 
   server.on('request', provider.callback());
-  process.stdout.write(`READY ${JSON.stringify({ issuer })}\n`);
+  const ready = { issuer };
+  if (apiEnabled) {
+    ready.api = {
+      client_id: apiClientId,
+      client_secret: apiClientSecret,
+      introspector_id: introspectorId,
+      introspector_secret: introspectorSecret,
+      scope: API_SCOPE,
+      resources: { jwt: 'https://api.sidegate.test', opaque: 'https://opaque.sidegate.test' },
+    };
+  }
+  process.stdout.write(`READY ${JSON.stringify(ready)}\n`);
 });

@@ -1,9 +1,12 @@
 //! The one integration test binary: modules per feature, helpers in `support`.
 
+mod bearer;
 mod config;
 mod crafted;
 mod dev;
+mod examples;
 mod first_run;
+mod forward_auth;
 mod id_token;
 mod identity;
 mod lifecycle;

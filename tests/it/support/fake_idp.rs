@@ -44,6 +44,17 @@ impl TestKey {
         }
     }
 
+    /// Signs `claims` with ES256 and the given header (its `alg` is forced to ES256).
+    pub fn sign_with(&self, mut header: jsonwebtoken::Header, claims: &Value) -> String {
+        header.alg = jsonwebtoken::Algorithm::ES256;
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8),
+        )
+        .unwrap()
+    }
+
     /// Signs `claims` with ES256 under `kid`.
     pub fn sign(&self, kid: &str, claims: &Value) -> String {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);

@@ -8,11 +8,18 @@ use tokio::process::{Child, Command};
 
 pub struct Op {
     pub issuer: String,
+    /// The READY line's JSON (with `api` when started with `OP_API=1`).
+    pub ready: serde_json::Value,
     _child: Child,
 }
 
 impl Op {
     pub async fn start(redirect_uri: &str) -> Op {
+        Op::start_with(redirect_uri, &[]).await
+    }
+
+    /// Starts the OP with extra environment (e.g. `OP_API=1` for client credentials).
+    pub async fn start_with(redirect_uri: &str, env: &[(&str, &str)]) -> Op {
         let dir = super::repo().join("tests/idp");
         assert!(
             dir.join("node_modules/oidc-provider/package.json").exists(),
@@ -21,6 +28,7 @@ impl Op {
         let mut child = Command::new("node")
             .arg(dir.join("provider.mjs"))
             .env("OP_REDIRECT_URIS", redirect_uri)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -41,6 +49,7 @@ impl Op {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Op {
             issuer: v["issuer"].as_str().unwrap().to_string(),
+            ready: v,
             _child: child,
         }
     }
