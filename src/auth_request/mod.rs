@@ -154,6 +154,16 @@ impl ForwardAuth {
             };
             format!("{proto}://{host}")
         });
+        // ingress-nginx always sends the absolute `X-Original-URL` (its Host header is the
+        // Service's name), and `X-Original-URI` only with `auth-method` set.
+        if let Some((origin, uri)) = header_str(h, "x-original-url").and_then(split_absolute) {
+            return Original {
+                via: Via::Nginx,
+                method: method("x-original-method"),
+                origin: Some(origin),
+                uri: Some(uri),
+            };
+        }
         if let Some(uri) = header_str(h, "x-original-uri") {
             return Original {
                 via: Via::Nginx,
@@ -193,6 +203,27 @@ impl ForwardAuth {
     }
 }
 
+/// `scheme://authority/raw/path?q` → (`scheme://authority`, `/raw/path?q`), the path kept
+/// byte for byte (a URL parser would resolve dot segments before our normalizer sees them).
+fn split_absolute(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Some((format!("{scheme}://{authority}"), path))
+}
+
 /// What the check decided.
 enum Verdict {
     /// A public path or one of sidegate's own endpoints: pass, without identity.
@@ -217,7 +248,7 @@ pub async fn check(
     let auth_path = format!("{}/auth", cx.routes.prefix());
     let original = cx.forward_auth.original(req, peer, &auth_path);
     if original.via == Via::Untrusted
-        && ["x-original-uri", "x-forwarded-uri"]
+        && ["x-original-uri", "x-original-url", "x-forwarded-uri"]
             .iter()
             .any(|h| req.headers().contains_key(*h))
     {
@@ -241,7 +272,16 @@ pub async fn check(
                 headers,
                 cookies,
             } => {
-                set_cookies = cookies;
+                // nginx relays one `Set-Cookie` from the check: renew only a one-cookie
+                // session here (a chunked one is renewed on its next proxied request, if any).
+                if cookies.len() == 1 {
+                    set_cookies = cookies;
+                } else if !cookies.is_empty() {
+                    tracing::debug!(
+                        chunks = cookies.len(),
+                        "forward-auth: chunked session not renewed in the check"
+                    );
+                }
                 match allowed.check(&identity) {
                     Ok(()) => {
                         identity_headers = Some(headers);
@@ -413,11 +453,37 @@ mod tests {
     }
 
     #[test]
+    fn ingress_nginx_original_url_keeps_the_raw_path() {
+        let r = req(
+            "/.sidegate/auth",
+            &[
+                (
+                    "x-original-url",
+                    "https://app.test:8443/public/..%2fadmin?x=1",
+                ),
+                ("x-original-method", "GET"),
+                ("host", "sidegate.auth.svc"),
+            ],
+        );
+        let o = fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth");
+        assert_eq!(o.via, Via::Nginx);
+        assert_eq!(o.origin.as_deref(), Some("https://app.test:8443"));
+        assert_eq!(o.uri.as_deref(), Some("/public/..%2fadmin?x=1"));
+        assert_eq!(split_absolute("ftp://x/y"), None);
+        assert_eq!(split_absolute("https://u@evil/y"), None);
+        assert_eq!(
+            split_absolute("http://h?q"),
+            Some(("http://h".into(), "/?q".into()))
+        );
+    }
+
+    #[test]
     fn the_same_headers_from_anyone_else_are_ignored() {
         let r = req(
             "/.sidegate/auth/healthz",
             &[
                 ("x-original-uri", "/healthz"),
+                ("x-original-url", "https://a/healthz"),
                 ("x-forwarded-uri", "/healthz"),
             ],
         );

@@ -1230,8 +1230,49 @@ pub(super) fn describe(c: &Config) -> String {
             ),
             ("audience", s(&c.assertion.audience)),
             ("lifetime", d(c.assertion.lifetime)),
+            (
+                "compat_headers",
+                list(c.assertion.compat_headers.iter().map(|h| match h {
+                    CompatHeader::Pomerium => "pomerium",
+                    CompatHeader::Iap => "iap",
+                })),
+            ),
         ]),
     );
+    if !c.bearer.is_empty() {
+        let issuers = c
+            .bearer
+            .iter()
+            .map(|b| {
+                let mut rows = vec![
+                    ("issuer", s(&b.issuer)),
+                    ("audience", s(&b.audience)),
+                    (
+                        "allowed_algs",
+                        list(b.allowed_algs.iter().map(|a| a.name())),
+                    ),
+                    ("token_types", list(&b.token_types)),
+                    ("clock_skew", d(b.clock_skew)),
+                    ("jwks_min_refresh_interval", d(b.jwks_min_refresh_interval)),
+                    ("http_timeout", d(b.http_timeout)),
+                    ("cache_ttl", d(b.cache_ttl)),
+                ];
+                if let Some(u) = &b.jwks_url {
+                    rows.push(("jwks_url", s(u)));
+                }
+                if let Some(i) = &b.introspection {
+                    rows.push(("introspection", V::Boolean(true)));
+                    if let Some(u) = &i.url {
+                        rows.push(("introspection_url", s(u)));
+                    }
+                    rows.push(("introspection_client_id", s(&i.client_id)));
+                    rows.push(("introspection_client_secret", s("<redacted>")));
+                }
+                table(rows)
+            })
+            .collect();
+        root.insert("bearer".into(), table(vec![("issuers", V::Array(issuers))]));
+    }
     let i = &c.identity;
     root.insert(
         "identity".into(),

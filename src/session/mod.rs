@@ -227,19 +227,21 @@ impl Sessions {
             idle_until: (now + self.cfg.idle_lifetime.as_secs() as i64).min(exp),
             idp_session,
         };
-        let cookies = self.cookies_for(&session);
+        let cookies = self.cookies_for(&session, true);
         (session, cookies)
     }
 
-    /// Moves the idle deadline of `session` and returns the cookies that carry it.
+    /// Moves the idle deadline of `session` and returns the cookies that carry it. Only the
+    /// cookies holding the value: a touch never changes the number of chunks, so there is
+    /// nothing stale to clear (and forward-auth proxies relay a single `Set-Cookie`).
     pub fn touch(&self, mut session: Session, now: SystemTime) -> (Session, Vec<HeaderValue>) {
         session.idle_until =
             (unix(now) + self.cfg.idle_lifetime.as_secs() as i64).min(session.expires);
-        let cookies = self.cookies_for(&session);
+        let cookies = self.cookies_for(&session, false);
         (session, cookies)
     }
 
-    fn cookies_for(&self, s: &Session) -> Vec<HeaderValue> {
+    fn cookies_for(&self, s: &Session, clear_unused: bool) -> Vec<HeaderValue> {
         let payload = PayloadV1 {
             v: 1,
             sid: s.sid.clone(),
@@ -261,17 +263,19 @@ impl Sessions {
         let mut out = Vec::new();
         if sealed.len() <= CHUNK {
             out.push(self.set_cookie(base, &sealed, Some(max_age), "/"));
-            for n in 0..MAX_CHUNKS {
+            for n in (0..MAX_CHUNKS).filter(|_| clear_unused) {
                 out.push(self.set_cookie(&format!("{base}_{n}"), "", None, "/"));
             }
         } else {
-            out.push(self.set_cookie(base, "", None, "/"));
+            if clear_unused {
+                out.push(self.set_cookie(base, "", None, "/"));
+            }
             let parts: Vec<&[u8]> = sealed.as_bytes().chunks(CHUNK).collect();
             for (n, part) in parts.iter().enumerate() {
                 let part = std::str::from_utf8(part).expect("base64 is ascii");
                 out.push(self.set_cookie(&format!("{base}_{n}"), part, Some(max_age), "/"));
             }
-            for n in parts.len()..MAX_CHUNKS {
+            for n in (parts.len()..MAX_CHUNKS).filter(|_| clear_unused) {
                 out.push(self.set_cookie(&format!("{base}_{n}"), "", None, "/"));
             }
         }

@@ -413,6 +413,67 @@ fn non_canonical_public_paths_are_refused() {
     }
 }
 
+#[test]
+fn no_upstream_section_is_a_forward_auth_only_deployment() {
+    let d = Dir::new();
+    let c = d.ok(&without("[upstream]").replace("url = \"http://127.0.0.1:8080\"\n", ""));
+    assert!(c.upstream.is_none());
+    // A section without its url is still a mistake, named as such.
+    assert_problem(
+        &d.err(&without("url = \"http://127.0.0.1:8080\"")),
+        "upstream.url",
+    );
+}
+
+#[test]
+fn bearer_issuers_need_an_audience_and_keep_secrets_out_of_the_file() {
+    let d = Dir::new();
+    let ok = d.ok(&format!(
+        "{MINIMAL}\n[[bearer.issuers]]\nissuer = \"https://idp.example.com\"\naudience = \"api://app\"\n"
+    ));
+    assert_eq!(ok.bearer.len(), 1);
+    assert_eq!(ok.bearer[0].token_types, ["at+jwt"], "RFC 9068 by default");
+    let out = ok.redacted_toml();
+    assert!(out.contains("api://app"), "{out}");
+
+    let err = d.err(&format!(
+        "{MINIMAL}\n[[bearer.issuers]]\nissuer = \"http://idp.example.com\"\nallowed_algs = [\"HS256\"]\n\
+         introspection = true\nintrospection_client_secret = \"inline\"\ntoken_types = []\n"
+    ));
+    for key in [
+        "bearer.issuers[0].issuer",
+        "bearer.issuers[0].audience",
+        "bearer.issuers[0].allowed_algs",
+        "bearer.issuers[0].introspection_client_id",
+        "bearer.issuers[0].introspection_client_secret",
+        "bearer.issuers[0].token_types",
+    ] {
+        assert_problem(&err, key);
+    }
+    // A typo inside an issuer table is reported too.
+    let err = d.err(&format!(
+        "{MINIMAL}\n[[bearer.issuers]]\nissuer = \"https://idp.example.com\"\naudience = \"a\"\naudiance = \"b\"\n"
+    ));
+    assert!(
+        keys_of(&err).iter().any(|k| k.contains("audiance")),
+        "{err}"
+    );
+}
+
+#[test]
+fn compat_headers_are_a_closed_list() {
+    let d = Dir::new();
+    let c = d.ok(&with(
+        "assertion",
+        "compat_headers = [\"pomerium\", \"iap\"]",
+    ));
+    assert_eq!(c.assertion.compat_headers.len(), 2);
+    assert_problem(
+        &d.err(&with("assertion", "compat_headers = [\"cloudflare\"]")),
+        "assertion.compat_headers",
+    );
+}
+
 // ---- the binary ---------------------------------------------------------------------------
 
 fn sidegate() -> Command {

@@ -3,6 +3,7 @@
 mod bearer;
 mod config;
 mod crafted;
+mod deploy;
 mod dev;
 mod examples;
 mod first_run;
@@ -10,6 +11,7 @@ mod forward_auth;
 mod id_token;
 mod identity;
 mod lifecycle;
+mod nginx;
 mod oidc;
 mod proxy;
 mod redirect;

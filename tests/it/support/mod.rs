@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod dev;
 pub mod fake_idp;
+pub mod nginx;
 pub mod op;
 pub mod saml_craft;
 pub mod saml_idp;
