@@ -84,13 +84,26 @@ pub async fn challenge(cx: &Context, req: &Request<()>, why: Option<Invalid>) ->
         tracing::info!(reason = %why, "session cookie ignored");
     }
     let mut resp = if is_navigation(req) {
-        let target = req
+        let path = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        // The request's own path is relative by construction, but it goes through the same check.
-        let rt = return_to::check(target, &cx.public_url, &[]).unwrap_or_else(|_| ReturnTo::root());
+        // One sidegate for several apps on subdomains: a request for another allowed host
+        // comes back to that host; anything else comes back to the path on public_url.
+        let public_authority = &cx.public_url[url::Position::BeforeHost..url::Position::AfterPort];
+        let other_host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.eq_ignore_ascii_case(public_authority))
+            .map(|h| format!("{}://{h}{path}", cx.public_url.scheme()));
+        let rt = other_host
+            .and_then(|t| {
+                return_to::check(&t, &cx.public_url, &cx.access.allowed_redirect_hosts).ok()
+            })
+            .or_else(|| return_to::check(path, &cx.public_url, &[]).ok())
+            .unwrap_or_else(ReturnTo::root);
         cx.metrics.request("redirect_login");
         begin(cx, rt).await
     } else {

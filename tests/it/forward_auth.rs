@@ -415,3 +415,108 @@ async fn proxied_requests_use_the_same_normalizer() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn one_sidegate_serves_several_apps_on_subdomains() {
+    // auth.apps.test is sidegate's public_url; a.apps.test and b.apps.test are apps behind
+    // it. All three names resolve to the same loopback listener for this client only.
+    let upstream = Upstream::start().await;
+    let bound = Bound::new().await;
+    let port = bound.addr.port();
+    let url = |host: &str, path: &str| format!("http://{host}.apps.test:{port}{path}");
+    let op = crate::support::op::Op::start(&url("auth", "/.sidegate/oidc/callback")).await;
+    let keys = Keys::new();
+    // Return URLs keep their port, so the allow-list names it (443/80 need none).
+    let allowed = format!("allowed_redirect_hosts = [\"*.apps.test:{port}\"]");
+    let text = config_text(
+        &url("auth", ""),
+        &upstream.url(),
+        &op.issuer,
+        &[
+            ("session", "cookie_domain = \"apps.test\""),
+            ("access", &allowed),
+        ],
+    );
+    let _sidecar = Sidecar::start(bound, load(&text, &keys));
+    let mut c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    for h in ["auth", "a", "b"] {
+        c = c.resolve(&format!("{h}.apps.test"), ([127, 0, 0, 1], port).into());
+    }
+    let mut b = crate::support::browser::Browser::with_client(c.build().unwrap());
+
+    // A page on app a: login at auth.apps.test, back on a.apps.test, identity forwarded.
+    let page = b
+        .navigate(&url("a", "/dashboard?x=1"), "alice", "alice-pw")
+        .await;
+    assert_eq!(page.status, 200, "{}: {}", page.url, page.body);
+    assert_eq!(
+        page.url,
+        url("a", "/dashboard?x=1"),
+        "back on the app first asked for"
+    );
+    let echo: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(header_values(&echo, "x-sidegate-user"), ["alice"]);
+    assert!(
+        b.visited
+            .iter()
+            .any(|u| u.starts_with(&url("auth", "/.sidegate/oidc/callback"))),
+        "the callback went to the one public_url: {:?}",
+        b.visited
+    );
+
+    // App b: the same session cookie (Domain=apps.test) is already good, no second login.
+    let visited = b.visited.len();
+    let page = b.navigate(&url("b", "/report"), "alice", "alice-pw").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        b.visited.len(),
+        visited + 1,
+        "no detour through the IdP: {:?}",
+        &b.visited[visited..]
+    );
+
+    // The start endpoint returns to any allowed subdomain, and to nothing else.
+    let r = b
+        .request(
+            reqwest::Method::GET,
+            &url(
+                "auth",
+                &format!("/.sidegate/start?rd=http%3A%2F%2Fb.apps.test%3A{port}%2Fx"),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 302);
+    for rd in [
+        "http%3A%2F%2Fevil.test%2F",
+        "http%3A%2F%2Fapps.test.evil.test%2F",
+        "%2F%2Fevil.test",
+    ] {
+        let r = b
+            .request(
+                reqwest::Method::GET,
+                &url("auth", &format!("/.sidegate/start?rd={rd}")),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{rd}");
+    }
+    // A Host outside the allow-list never becomes a return URL: the login comes back to the
+    // same path on public_url instead.
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("evil.test", ([127, 0, 0, 1], port).into())
+        .resolve("auth.apps.test", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let mut stranger = crate::support::browser::Browser::with_client(c);
+    let page = stranger
+        .navigate(&format!("http://evil.test:{port}/secret"), "bob", "bob-pw")
+        .await;
+    assert_eq!(
+        page.url,
+        url("auth", "/secret"),
+        "visited {:?}",
+        stranger.visited
+    );
+}

@@ -18,6 +18,8 @@ pub struct Page {
 pub struct Browser {
     client: Option<reqwest::Client>,
     jar: HashMap<String, HashMap<String, String>>,
+    /// Cookies set with a `Domain` attribute: (domain, name) → value.
+    domain_jar: HashMap<(String, String), String>,
     /// Every URL visited, in order.
     pub visited: Vec<String>,
     /// The cookie header sent to the callback, kept to replay it.
@@ -86,17 +88,28 @@ impl Browser {
         }
     }
 
+    /// A browser whose client resolves names its own way (e.g. `*.apps.test` to loopback).
+    pub fn with_client(client: reqwest::Client) -> Self {
+        Browser {
+            client: Some(client),
+            ..Default::default()
+        }
+    }
+
     pub fn cookie_header(&self, url: &str) -> String {
         let u = Url::parse(url).unwrap();
-        self.jar
+        let host = u.host_str().unwrap_or_default().to_string();
+        let mut pairs: Vec<String> = self
+            .jar
             .get(&origin(&u))
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default();
+        for ((domain, name), v) in &self.domain_jar {
+            if host == *domain || host.ends_with(&format!(".{domain}")) {
+                pairs.push(format!("{name}={v}"));
+            }
+        }
+        pairs.join("; ")
     }
 
     fn store(&mut self, url: &Url, headers: &HeaderMap) {
@@ -106,7 +119,19 @@ impl Browser {
             let pair = s.split(';').next().unwrap();
             let (n, val) = pair.split_once('=').unwrap();
             let expired = s.to_ascii_lowercase().contains("max-age=0");
-            if expired || val.is_empty() {
+            let domain = s.split(';').skip(1).find_map(|a| {
+                let (k, v) = a.trim().split_once('=')?;
+                k.eq_ignore_ascii_case("domain")
+                    .then(|| v.trim_start_matches('.').to_ascii_lowercase())
+            });
+            if let Some(d) = domain {
+                let key = (d, n.trim().to_string());
+                if expired || val.is_empty() {
+                    self.domain_jar.remove(&key);
+                } else {
+                    self.domain_jar.insert(key, val.trim().to_string());
+                }
+            } else if expired || val.is_empty() {
                 jar.remove(n.trim());
             } else {
                 jar.insert(n.trim().to_string(), val.trim().to_string());
