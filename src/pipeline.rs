@@ -56,6 +56,7 @@ impl Context {
         let prefix = cfg.server.prefix.clone();
         let redirect = format!("{origin}{prefix}/oidc/callback");
         let used = login::state::UsedStates::new(cfg.session.login_lifetime);
+        let forward_auth = ForwardAuth::new(cfg.server.trusted_proxies.clone(), &prefix);
         let saml = match cfg.saml {
             Some(s) => Some(Arc::new(login::saml::Saml::new(
                 s,
@@ -76,7 +77,7 @@ impl Context {
                 used,
             },
             signer: Signer::new(cfg.assertion, cfg.headers, origin),
-            forward_auth: ForwardAuth::new(cfg.server.trusted_proxies.clone()),
+            forward_auth,
             upstream: cfg
                 .upstream
                 .as_ref()
@@ -161,12 +162,31 @@ impl std::fmt::Display for NoCredential {
     }
 }
 
+/// Who a credential names: the session's own identity, or the one cached for a bearer
+/// token (shared, so the token path copies nothing per request).
+pub enum Who {
+    /// From the session cookie.
+    Session(Identity),
+    /// From a checked bearer token.
+    Token(Arc<bearer::Verified>),
+}
+
+impl std::ops::Deref for Who {
+    type Target = Identity;
+    fn deref(&self) -> &Identity {
+        match self {
+            Who::Session(i) => i,
+            Who::Token(v) => &v.identity,
+        }
+    }
+}
+
 /// The credential stage: who the request is from, with their identity headers ready.
 pub enum Authenticated {
     /// A valid session or bearer token.
     Yes {
         /// Who.
-        identity: Identity,
+        identity: Who,
         /// Signed identity headers (cached).
         headers: Arc<IdentityHeaders>,
         /// Re-issued session cookies (idle deadline moved), if any.
@@ -190,7 +210,7 @@ pub async fn authenticate(
                     headers: cx
                         .signer
                         .identity_headers_for(&v.key, &v.identity, Some(v.exp), now),
-                    identity: v.identity.clone(),
+                    identity: Who::Token(v),
                     cookies: Vec::new(),
                 },
                 Err(e) => Authenticated::No(NoCredential::BadToken(e)),
@@ -205,7 +225,7 @@ pub async fn authenticate(
     };
     Authenticated::Yes {
         headers: cx.signer.identity_headers(&session, now),
-        identity: session.identity,
+        identity: Who::Session(session.identity),
         cookies,
     }
 }

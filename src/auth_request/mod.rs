@@ -24,6 +24,7 @@ use crate::{empty_body, full_body, Body};
 /// Who may tell us what the original request was.
 pub struct ForwardAuth {
     trusted: Vec<IpNet>,
+    auth_path: String,
 }
 
 /// Which proxy contract described the original request.
@@ -118,9 +119,13 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 impl ForwardAuth {
-    /// The proxies whose description of the original request is believed.
-    pub fn new(trusted: Vec<IpNet>) -> Self {
-        ForwardAuth { trusted }
+    /// The proxies whose description of the original request is believed; `prefix` is
+    /// sidegate's reserved prefix (the check answers at `<prefix>/auth`).
+    pub fn new(trusted: Vec<IpNet>, prefix: &str) -> Self {
+        ForwardAuth {
+            trusted,
+            auth_path: format!("{prefix}/auth"),
+        }
     }
 
     fn is_trusted(&self, peer: SocketAddr) -> bool {
@@ -128,9 +133,9 @@ impl ForwardAuth {
         self.trusted.iter().any(|n| n.contains(&ip))
     }
 
-    /// Reads the original request from the headers of a trusted peer's check request;
-    /// `auth_path` is our own `<prefix>/auth` (for Envoy's appended path).
-    pub fn original(&self, req: &Request<()>, peer: SocketAddr, auth_path: &str) -> Original {
+    /// Reads the original request from the headers of a trusted peer's check request.
+    pub fn original(&self, req: &Request<()>, peer: SocketAddr) -> Original {
+        let auth_path = self.auth_path.as_str();
         let unknown = |via| Original {
             via,
             method: Method::GET,
@@ -245,8 +250,7 @@ pub async fn check(
     peer: SocketAddr,
     now: SystemTime,
 ) -> Response<Body> {
-    let auth_path = format!("{}/auth", cx.routes.prefix());
-    let original = cx.forward_auth.original(req, peer, &auth_path);
+    let original = cx.forward_auth.original(req, peer);
     if original.via == Via::Untrusted
         && ["x-original-uri", "x-original-url", "x-forwarded-uri"]
             .iter()
@@ -431,7 +435,7 @@ mod tests {
     }
 
     fn fa() -> ForwardAuth {
-        ForwardAuth::new(vec!["127.0.0.1/32".parse().unwrap()])
+        ForwardAuth::new(vec!["127.0.0.1/32".parse().unwrap()], "/.sidegate")
     }
 
     #[test]
@@ -445,7 +449,7 @@ mod tests {
                 ("x-forwarded-proto", "http"),
             ],
         );
-        let o = fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth");
+        let o = fa().original(&r, peer("127.0.0.1"));
         assert_eq!(o.via, Via::Nginx);
         assert_eq!(o.method, Method::POST);
         assert_eq!(o.origin.as_deref(), Some("http://app.test"));
@@ -465,7 +469,7 @@ mod tests {
                 ("host", "sidegate.auth.svc"),
             ],
         );
-        let o = fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth");
+        let o = fa().original(&r, peer("127.0.0.1"));
         assert_eq!(o.via, Via::Nginx);
         assert_eq!(o.origin.as_deref(), Some("https://app.test:8443"));
         assert_eq!(o.uri.as_deref(), Some("/public/..%2fadmin?x=1"));
@@ -487,7 +491,7 @@ mod tests {
                 ("x-forwarded-uri", "/healthz"),
             ],
         );
-        let o = fa().original(&r, peer("127.0.0.2"), "/.sidegate/auth");
+        let o = fa().original(&r, peer("127.0.0.2"));
         assert_eq!(o.via, Via::Untrusted);
         assert_eq!(o.uri, None);
     }
@@ -502,18 +506,15 @@ mod tests {
                 ("x-forwarded-host", "app.test"),
             ],
         );
-        let o = fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth");
+        let o = fa().original(&r, peer("127.0.0.1"));
         assert_eq!((o.via, o.method), (Via::Traefik, Method::DELETE));
         assert_eq!(o.origin.as_deref(), Some("https://app.test"));
         let r = req("/.sidegate/auth/api/y?z=1", &[("host", "app.test")]);
-        let o = fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth");
+        let o = fa().original(&r, peer("127.0.0.1"));
         assert_eq!(o.via, Via::Envoy);
         assert_eq!(o.uri.as_deref(), Some("/api/y?z=1"));
         let r = req("/.sidegate/auth", &[]);
-        assert_eq!(
-            fa().original(&r, peer("127.0.0.1"), "/.sidegate/auth").via,
-            Via::Unspecified
-        );
+        assert_eq!(fa().original(&r, peer("127.0.0.1")).via, Via::Unspecified);
     }
 
     #[test]

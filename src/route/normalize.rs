@@ -33,14 +33,17 @@ pub enum PathRefused {
     DoubleEncoded,
 }
 
-/// A normalized path and whether the raw one was already in that form.
+use std::borrow::Cow;
+
+/// A normalized path and whether the raw one was already in that form. Borrows the raw path
+/// when it is already canonical (the common case: no allocation per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalPath {
-    path: String,
+pub struct NormalPath<'a> {
+    path: Cow<'a, str>,
     canonical: bool,
 }
 
-impl NormalPath {
+impl NormalPath<'_> {
     /// The normalized path (`/a/b`, never a trailing slash unless it is `/`).
     pub fn as_str(&self) -> &str {
         &self.path
@@ -72,12 +75,39 @@ impl NormalPath {
     }
 }
 
+/// Whether `raw` needs no work: only plain bytes, no empty or dot segments.
+fn already_normal(raw: &str) -> bool {
+    raw.bytes()
+        .all(|b| b > 0x20 && b != 0x7f && !matches!(b, b'%' | b'\\' | b';'))
+        && !raw[1..]
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+}
+
 /// Normalizes a request target's path (query and fragment are ignored).
-pub fn normalize(raw: &str) -> Result<NormalPath, PathRefused> {
+pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathRefused> {
     let raw = raw.split(['?', '#']).next().unwrap_or("");
     if !raw.starts_with('/') {
         return Err(PathRefused::NotAbsolute);
     }
+    if raw == "/" {
+        return Ok(NormalPath {
+            path: Cow::Borrowed(raw),
+            canonical: true,
+        });
+    }
+    let trimmed = raw.strip_suffix('/').unwrap_or(raw);
+    if already_normal(trimmed) {
+        return Ok(NormalPath {
+            path: Cow::Borrowed(trimmed),
+            canonical: true,
+        });
+    }
+    normalize_slow(raw)
+}
+
+/// Every step, allocating; `normalize` skips here for paths that need no work.
+fn normalize_slow(raw: &str) -> Result<NormalPath<'static>, PathRefused> {
     let decoded = percent_decode(raw)?;
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split(['/', '\\']) {
@@ -101,7 +131,10 @@ pub fn normalize(raw: &str) -> Result<NormalPath, PathRefused> {
         path.push('/');
     }
     let canonical = raw == path || raw.strip_suffix('/') == Some(path.as_str());
-    Ok(NormalPath { path, canonical })
+    Ok(NormalPath {
+        path: Cow::Owned(path),
+        canonical,
+    })
 }
 
 fn percent_decode(raw: &str) -> Result<String, PathRefused> {
@@ -144,7 +177,7 @@ mod tests {
 
     fn n(raw: &str) -> (String, bool) {
         let p = normalize(raw).unwrap();
-        (p.path, p.canonical)
+        (p.path.into_owned(), p.canonical)
     }
 
     #[test]
@@ -169,6 +202,9 @@ mod tests {
         assert_eq!(n("/").0, "/");
         assert_eq!(n("//").0, "/");
         assert_eq!(n("/Admin").0, "/Admin", "case is kept");
+        assert_eq!(n("/a/b/").0, "/a/b");
+        assert_eq!(n("/a/b.c/.d").0, "/a/b.c/.d", "dots inside names are names");
+        assert_eq!(n("/a/..b/c..").0, "/a/..b/c..");
     }
 
     #[test]
@@ -191,11 +227,33 @@ mod tests {
         assert_eq!(normalize("/a%zz"), Err(PathRefused::BadEscape));
         assert_eq!(normalize("/a%2"), Err(PathRefused::BadEscape));
         assert_eq!(normalize("/a%00b"), Err(PathRefused::ControlChar));
+        assert_eq!(
+            normalize("/a\tb"),
+            Err(PathRefused::ControlChar),
+            "raw, not only decoded"
+        );
         assert_eq!(normalize("/a%0d%0ab"), Err(PathRefused::ControlChar));
         assert_eq!(normalize("/a%ff"), Err(PathRefused::NotUtf8));
         assert_eq!(normalize("/%252e%252e/x"), Err(PathRefused::DoubleEncoded));
         assert_eq!(normalize("admin"), Err(PathRefused::NotAbsolute));
         assert_eq!(normalize(""), Err(PathRefused::NotAbsolute));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_and_output_is_a_fixed_point(raw in "/[a/.%2eEfF;\\\\]{0,24}") {
+            let slow = normalize_slow(&raw);
+            proptest::prop_assert_eq!(normalize(&raw).map(|p| (p.path.into_owned(), p.canonical)),
+                slow.clone().map(|p| (p.path.into_owned(), p.canonical)));
+            if let Ok(p) = slow {
+                let again = normalize(p.as_str()).unwrap();
+                proptest::prop_assert_eq!(again.as_str(), p.as_str());
+                proptest::prop_assert!(again.is_canonical());
+                for bad in ["//", "/./", "/../", "%", ";", "\\"] {
+                    proptest::prop_assert!(!p.as_str().contains(bad), "{} in {}", bad, p.as_str());
+                }
+            }
+        }
     }
 
     #[test]
