@@ -526,6 +526,7 @@ mod tests {
             email: Some("u@Example.com".into()),
             role: "viewer".into(),
             teams: vec!["devs".into()],
+            extra: vec![],
         };
         assert_eq!(Allowed::from_query(None).check(&id), Ok(()));
         let a = Allowed::from_query(Some("allowed_roles=admin,%20viewer"));

@@ -352,6 +352,50 @@ pub struct IdentityConfig {
     pub teams_claim: String,
     /// If not empty, only these email domains may log in (lower case).
     pub allowed_email_domains: Vec<String>,
+    /// Rules that set the role from teams, a claim or the email domain; first match wins,
+    /// before the role claim is looked at.
+    pub role_rules: Vec<RoleRule>,
+    /// Which teams survive, and under which names.
+    pub team_filter: TeamFilter,
+    /// More claims carried into the session, the assertion and (optionally) a header.
+    pub extra: Vec<ExtraClaim>,
+}
+
+/// "Users matching this get that role." Every condition given must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRule {
+    /// The role given (one of `roles`).
+    pub role: String,
+    /// Any of these teams (as the IdP sends them, before the team filter).
+    pub teams: Vec<String>,
+    /// This claim (path) has any of `values`.
+    pub claim: Option<(String, Vec<String>)>,
+    /// The email's domain is one of these (lower case).
+    pub email_domains: Vec<String>,
+}
+
+/// Team filtering, in order: keep only `prefix`-ed teams (and strip it), rename, allow-list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TeamFilter {
+    /// Keep only teams starting with this.
+    pub prefix: Option<String>,
+    /// Remove `prefix` from the kept names.
+    pub strip_prefix: bool,
+    /// IdP name → our name.
+    pub rename: BTreeMap<String, String>,
+    /// If not empty, only these (after renaming) are kept.
+    pub allow: Vec<String>,
+}
+
+/// A claim (or SAML attribute) carried through with its JSON type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraClaim {
+    /// Its name in the assertion and the session.
+    pub name: String,
+    /// Where it is read from (literal name first, else a dotted path).
+    pub claim: String,
+    /// The upstream header it is also sent in, if any.
+    pub header: Option<HeaderName>,
 }
 
 /// Names of the identity headers sent upstream.
@@ -369,6 +413,8 @@ pub struct HeaderConfig {
     pub assertion: HeaderName,
     /// More names that clients must never send upstream.
     pub strip: Vec<HeaderName>,
+    /// Headers of extra claims (`identity.extra`): (claim name, header).
+    pub extra: Vec<(String, HeaderName)>,
 }
 
 /// A public path rule.

@@ -133,6 +133,31 @@ pub struct Identity {
     pub default_role: Option<String>,
     pub teams_claim: Option<String>,
     pub allowed_email_domains: Vec<String>,
+    pub role_rules: Vec<RoleRule>,
+    pub teams_prefix: Option<String>,
+    pub teams_strip_prefix: Option<bool>,
+    pub teams_rename: BTreeMap<String, String>,
+    pub teams_allow: Vec<String>,
+    pub extra: Vec<ExtraClaim>,
+    pub sample: Option<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RoleRule {
+    pub role: Option<String>,
+    pub teams: Vec<String>,
+    pub claim: Option<String>,
+    pub values: Vec<String>,
+    pub email_domains: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ExtraClaim {
+    pub name: Option<String>,
+    pub claim: Option<String>,
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

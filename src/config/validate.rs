@@ -15,6 +15,7 @@ use super::*;
 use crate::keys::{CookieKeys, Secret, SigningKeys};
 
 mod bearer;
+mod identity;
 mod saml;
 
 const ENV_PREFIX: &str = "SIDEGATE_";
@@ -364,8 +365,8 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
         base_dir,
         p,
     );
-    let identity = build_identity(&raw.identity, p);
-    let headers = build_headers(&raw.headers, p);
+    let identity = identity::build(&raw.identity, p);
+    let headers = build_headers(&raw.headers, &identity, p);
     let access = build_access(&raw.access, server.as_ref().map(|s| s.prefix.as_str()), p);
     let log = match raw.log.format.as_deref() {
         None | Some("text") => LogFormat::Text,
@@ -886,60 +887,7 @@ fn build_assertion(
     })
 }
 
-fn build_identity(i: &raw::Identity, p: &mut Problems) -> IdentityConfig {
-    let default_role = i.default_role.clone().unwrap_or_else(|| "viewer".into());
-    if !i.roles.is_empty() && !i.roles.contains(&default_role) {
-        p.add(
-            "identity.default_role",
-            format!("`{default_role}` is not in identity.roles"),
-            "add it to roles or choose one of them",
-        );
-    }
-    for (from, to) in &i.role_map {
-        if !i.roles.is_empty() && !i.roles.contains(to) {
-            p.add(
-                "identity.role_map",
-                format!("`{from}` maps to `{to}`, which is not in identity.roles"),
-                "map to an allowed role",
-            );
-        }
-    }
-    let mut allowed_email_domains = Vec::new();
-    for d in &i.allowed_email_domains {
-        if d.is_empty() || d.contains('@') || d.contains('/') {
-            p.add(
-                "identity.allowed_email_domains",
-                format!("`{d}` is not a domain"),
-                "write example.com, without @",
-            );
-        } else {
-            allowed_email_domains.push(d.to_ascii_lowercase());
-        }
-    }
-    let user_claims = i
-        .user_claims
-        .clone()
-        .unwrap_or_else(|| vec!["preferred_username".into(), "email".into(), "sub".into()]);
-    if user_claims.is_empty() {
-        p.add(
-            "identity.user_claims",
-            "is empty",
-            "list at least one claim, e.g. [\"email\", \"sub\"]",
-        );
-    }
-    IdentityConfig {
-        user_claims,
-        email_claim: i.email_claim.clone().unwrap_or_else(|| "email".into()),
-        role_claim: i.role_claim.clone().unwrap_or_else(|| "role".into()),
-        roles: i.roles.clone(),
-        role_map: i.role_map.clone(),
-        default_role,
-        teams_claim: i.teams_claim.clone().unwrap_or_else(|| "groups".into()),
-        allowed_email_domains,
-    }
-}
-
-fn build_headers(h: &raw::Headers, p: &mut Problems) -> HeaderConfig {
+fn build_headers(h: &raw::Headers, identity: &IdentityConfig, p: &mut Problems) -> HeaderConfig {
     let out = HeaderConfig {
         user: header_name(p, "headers.user", &h.user, "X-Sidegate-User"),
         email: header_name(p, "headers.email", &h.email, "X-Sidegate-Email"),
@@ -951,9 +899,16 @@ fn build_headers(h: &raw::Headers, p: &mut Problems) -> HeaderConfig {
             .iter()
             .map(|s| header_name(p, "headers.strip", &Some(s.clone()), ""))
             .collect(),
+        extra: identity
+            .extra
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.header.clone()?)))
+            .collect(),
     };
-    let names = [&out.user, &out.email, &out.role, &out.teams, &out.assertion];
-    let norm: Vec<String> = names.iter().map(|n| n.as_str().replace('_', "-")).collect();
+    let names = [&out.user, &out.email, &out.role, &out.teams, &out.assertion]
+        .into_iter()
+        .chain(out.extra.iter().map(|(_, h)| h));
+    let norm: Vec<String> = names.map(|n| n.as_str().replace('_', "-")).collect();
     for (i, n) in norm.iter().enumerate() {
         if norm[..i].contains(n) {
             p.add(

@@ -1,8 +1,11 @@
 //! Identity: verified claims → a typed `Identity` through the configured mapping, and the
 //! login-time policy (allowed email domains).
 //!
-//! Claims are mapped once, at login; after that only typed fields travel. Role values outside
-//! the allow-list fall back to the least-privilege default, and that fallback is logged.
+//! Claims are mapped once, at login; after that only typed fields travel. A claim is named by
+//! its literal key (so namespaced URL claims work) or, failing that, a dotted path
+//! (`realm_access.roles`). The role comes from the first matching role rule, else the
+//! highest-priority allowed value of the role claim, else the least-privilege default (logged).
+//! Teams are filtered (prefix, rename, allow-list). Extra claims keep their JSON type.
 
 use serde_json::{Map, Value};
 
@@ -23,6 +26,33 @@ pub struct Identity {
     pub role: String,
     /// Teams (groups).
     pub teams: Vec<String>,
+    /// Extra claims (`identity.extra`), in configuration order, with their JSON types.
+    pub extra: Vec<(String, Value)>,
+}
+
+/// Largest serialized extra claim value kept (the session cookie carries them).
+const MAX_EXTRA_BYTES: usize = 1024;
+
+/// A claim by literal name, else by dotted path through nested objects.
+pub fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut cur = claims.get(parts.next()?)?;
+    for part in parts {
+        cur = cur.as_object()?.get(part)?;
+    }
+    Some(cur)
+}
+
+/// A claim's values as strings: a string, or the strings of an array.
+fn strings(v: Option<&Value>) -> Vec<&str> {
+    match v {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Why a verified login may not become a session.
@@ -60,15 +90,13 @@ pub fn resolve(
         .user_claims
         .iter()
         .find_map(|c| {
-            claims
-                .get(c)
+            claim(claims, c)
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
         })
         .ok_or_else(|| Denied::NoUser(cfg.user_claims.join(", ")))?
         .to_string();
-    let email = claims
-        .get(&cfg.email_claim)
+    let email = claim(claims, &cfg.email_claim)
         .and_then(Value::as_str)
         .map(str::to_string);
     for (name, v) in [
@@ -83,8 +111,17 @@ pub fn resolve(
     if !cfg.allowed_email_domains.is_empty() {
         check_email_domain(cfg, email.as_deref(), claims.get("email_verified"))?;
     }
-    let role = map_role(cfg, claims.get(&cfg.role_claim), &subject);
-    let teams = teams(claims.get(&cfg.teams_claim));
+    let raw_teams = claim(claims, &cfg.teams_claim);
+    let role = match role_rule(cfg, claims, raw_teams, email.as_deref()) {
+        Some(r) => r.to_string(),
+        None => map_role(cfg, claim(claims, &cfg.role_claim), &subject),
+    };
+    let teams = filter_teams(&cfg.team_filter, teams(raw_teams));
+    let extra = cfg
+        .extra
+        .iter()
+        .filter_map(|e| Some((e.name.clone(), extra_value(claim(claims, &e.claim)?)?)))
+        .collect();
     Ok(Identity {
         issuer: issuer.to_string(),
         subject,
@@ -92,7 +129,64 @@ pub fn resolve(
         email,
         role,
         teams,
+        extra,
     })
+}
+
+/// The role of the first rule whose every condition holds.
+fn role_rule<'c>(
+    cfg: &'c IdentityConfig,
+    claims: &Map<String, Value>,
+    raw_teams: Option<&Value>,
+    email: Option<&str>,
+) -> Option<&'c str> {
+    let team_values = strings(raw_teams);
+    let domain = email
+        .and_then(|e| e.rsplit_once('@'))
+        .map(|(_, d)| d.to_ascii_lowercase());
+    cfg.role_rules
+        .iter()
+        .find(|r| {
+            (r.teams.is_empty() || r.teams.iter().any(|t| team_values.contains(&t.as_str())))
+                && r.claim.as_ref().is_none_or(|(path, values)| {
+                    strings(claim(claims, path))
+                        .iter()
+                        .any(|v| values.iter().any(|w| w == v))
+                })
+                && (r.email_domains.is_empty()
+                    || domain.as_ref().is_some_and(|d| r.email_domains.contains(d)))
+        })
+        .map(|r| r.role.as_str())
+}
+
+/// Prefix filter (and strip), rename, then allow-list.
+fn filter_teams(f: &crate::config::TeamFilter, teams: Vec<String>) -> Vec<String> {
+    teams
+        .into_iter()
+        .filter_map(|t| match &f.prefix {
+            Some(p) if f.strip_prefix => t.strip_prefix(p.as_str()).map(str::to_string),
+            Some(p) => t.starts_with(p.as_str()).then_some(t),
+            None => Some(t),
+        })
+        .filter(|t| !t.is_empty())
+        .map(|t| f.rename.get(&t).cloned().unwrap_or(t))
+        .filter(|t| f.allow.is_empty() || f.allow.contains(t))
+        .collect()
+}
+
+/// A value fit to travel: string, number, bool or a list of those; no control characters;
+/// at most `MAX_EXTRA_BYTES` serialized. Anything else is left out.
+fn extra_value(v: &Value) -> Option<Value> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => !s.chars().any(char::is_control),
+        Value::Number(_) | Value::Bool(_) => true,
+        _ => false,
+    };
+    let ok = match v {
+        Value::Array(a) => a.iter().all(scalar),
+        other => scalar(other),
+    };
+    (ok && v.to_string().len() <= MAX_EXTRA_BYTES).then(|| v.clone())
 }
 
 fn check_email_domain(
@@ -121,11 +215,7 @@ fn check_email_domain(
 
 /// The highest-priority allowed role among the claim's values, else the default.
 fn map_role(cfg: &IdentityConfig, claim: Option<&Value>, subject: &str) -> String {
-    let values: Vec<&str> = match claim {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
+    let values = strings(claim);
     let mapped: Vec<&str> = values
         .iter()
         .map(|v| cfg.role_map.get(*v).map(String::as_str).unwrap_or(v))

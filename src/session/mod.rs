@@ -46,6 +46,9 @@ struct PayloadV1 {
     idle: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     idp: Option<IdpSession>,
+    /// Extra claims (`identity.extra`), typed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    x: Vec<(String, serde_json::Value)>,
 }
 
 /// The IdP's handle on a login, kept for single logout: a SAML SessionIndex and the
@@ -158,6 +161,7 @@ impl Sessions {
                 email: p.em,
                 role: p.role,
                 teams: p.teams,
+                extra: p.x,
             },
             issued: p.iat,
             expires: p.exp,
@@ -255,6 +259,7 @@ impl Sessions {
             exp: s.expires,
             idle: s.idle_until,
             idp: s.idp_session.clone(),
+            x: s.identity.extra.clone(),
         };
         let plain = serde_json::to_vec(&payload).expect("payload serializes");
         let sealed = cookie::seal(&self.cfg.keys, PURPOSE, &plain);

@@ -36,6 +36,9 @@ struct AssertionClaims<'a> {
     exp: i64,
     jti: String,
     sid: &'a str,
+    /// Extra claims, top level, with their JSON types (names checked against ours at start).
+    #[serde(flatten)]
+    extra: std::collections::BTreeMap<&'a str, &'a serde_json::Value>,
 }
 
 /// Ready-made header values for one session.
@@ -62,6 +65,19 @@ pub struct Signer {
     strip_set: Vec<String>,
     jwks: Bytes,
     cache: moka::sync::Cache<String, Arc<IdentityHeaders>>,
+}
+
+/// An extra claim as header text: strings as they are, lists comma-joined.
+fn header_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
 }
 
 /// Normalized form of a header name for strip decisions: lower case, `_` as `-`.
@@ -94,6 +110,7 @@ impl Signer {
         ]
         .into_iter()
         .chain(names.strip.iter())
+        .chain(names.extra.iter().map(|(_, h)| h))
         .map(|n| normalize(n.as_str()))
         // The compatibility names are stripped whether or not they are emitted: an app that
         // verifies them must never see a client's copy.
@@ -196,6 +213,7 @@ impl Signer {
             exp,
             jti: random_token::<12>(),
             sid,
+            extra: id.extra.iter().map(|(k, v)| (k.as_str(), v)).collect(),
         };
         let header = key.jwt_header();
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
@@ -215,6 +233,11 @@ impl Signer {
         values.push((self.names.assertion.clone(), assertion));
         if let Some(e) = &id.email {
             values.push((self.names.email.clone(), hv(e)));
+        }
+        for (name, header) in &self.names.extra {
+            if let Some((_, v)) = id.extra.iter().find(|(n, _)| n == name) {
+                values.push((header.clone(), hv(&header_text(v))));
+            }
         }
         IdentityHeaders { values, exp }
     }

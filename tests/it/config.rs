@@ -474,6 +474,50 @@ fn compat_headers_are_a_closed_list() {
     );
 }
 
+#[test]
+fn identity_rules_extras_and_the_sample_are_checked_at_start() {
+    let d = Dir::new();
+    let base = format!("{MINIMAL}\n[identity]\nroles = [\"admin\", \"viewer\"]\nrole_claim = \"realm_access.roles\"\n");
+    let good = format!(
+        "{base}[[identity.role_rules]]\nrole = \"admin\"\nteams = [\"okta-admins\"]\n\
+         [[identity.extra]]\nname = \"department\"\nheader = \"X-Sidegate-Department\"\n\
+         [identity.sample]\nsub = \"1\"\npreferred_username = \"sam\"\nrealm_access = {{ roles = [\"admin\"] }}\n"
+    );
+    let c = d.ok(&good);
+    assert_eq!(c.identity.role_rules.len(), 1);
+    assert_eq!(c.headers.extra[0].1.as_str(), "x-sidegate-department");
+
+    let bad = format!(
+        "{base}[[identity.role_rules]]\nrole = \"root\"\nteams = [\"x\"]\n\
+         [[identity.role_rules]]\nrole = \"admin\"\n\
+         [[identity.role_rules]]\nrole = \"admin\"\nclaim = \"department\"\n\
+         [[identity.extra]]\nname = \"role\"\n\
+         [[identity.extra]]\nname = \"a b\"\n\
+         [[identity.extra]]\nname = \"ok\"\nheader = \"bad header\"\n\
+         [identity.sample]\nsub = \"1\"\n"
+    );
+    // The sample names no user under `user_claims`: a login with such claims would fail.
+    let err = d.err(&bad.replace(
+        "role_claim = ",
+        "user_claims = [\"preferred_username\"]
+role_claim = ",
+    ));
+    for key in [
+        "identity.role_rules[0].role",
+        "identity.role_rules[1]",
+        "identity.role_rules[2].claim",
+        "identity.extra[0].name",
+        "identity.extra[1].name",
+        "identity.extra[2].header",
+        "identity.sample",
+    ] {
+        assert_problem(&err, key);
+    }
+    // An extra header may not take an identity header's name.
+    let clash = format!("{base}[[identity.extra]]\nname = \"x\"\nheader = \"X-Sidegate-User\"\n");
+    assert_problem(&d.err(&clash), "headers");
+}
+
 // ---- the binary ---------------------------------------------------------------------------
 
 fn sidegate() -> Command {

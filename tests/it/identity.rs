@@ -1,8 +1,9 @@
 //! Claim mapping: user claim order, role allow-list with priority and map, least-privilege
-//! default, teams from arrays or comma strings, and the email-domain rule.
+//! default, teams from arrays or comma strings, the email-domain rule, claim paths (nested and
+//! namespaced), role rules, team filters, typed extra claims, and the start-up sample.
 
 use serde_json::{json, Map, Value};
-use sidegate::config::IdentityConfig;
+use sidegate::config::{ExtraClaim, IdentityConfig, RoleRule, TeamFilter};
 use sidegate::identity::{resolve, Denied};
 
 fn cfg() -> IdentityConfig {
@@ -21,6 +22,9 @@ fn cfg() -> IdentityConfig {
         default_role: "viewer".into(),
         teams_claim: "groups".into(),
         allowed_email_domains: vec![],
+        role_rules: vec![],
+        team_filter: TeamFilter::default(),
+        extra: vec![],
     }
 }
 
@@ -108,4 +112,132 @@ fn email_domain_rule_is_exact_after_a_single_at() {
     assert_eq!(unverified.unwrap_err(), Denied::EmailNotVerified);
     let missing = resolve(&c, "iss", &claims(json!({"sub": "1"})));
     assert_eq!(missing.unwrap_err(), Denied::BadEmail);
+}
+
+#[test]
+fn nested_paths_and_namespaced_url_claims() {
+    let mut c = cfg();
+    c.role_claim = "realm_access.roles".into();
+    c.teams_claim = "https://example.com/claims/teams".into();
+    c.user_claims = vec!["resource_access.app.user".into(), "sub".into()];
+    let id = resolve(
+        &c,
+        "iss",
+        &claims(json!({"sub": "s1",
+            "realm_access": {"roles": ["offline_access", "internal_user"]},
+            "https://example.com/claims/teams": ["blue", "green"],
+            "resource_access": {"app": {"user": "keycloak-user"}}})),
+    )
+    .unwrap();
+    assert_eq!(id.role, "internal_user");
+    assert_eq!(id.teams, ["blue", "green"]);
+    assert_eq!(id.user, "keycloak-user");
+    // A literal key wins over the path it looks like.
+    c.role_claim = "a.b".into();
+    let id = resolve(
+        &c,
+        "iss",
+        &claims(json!({"sub": "s", "a.b": "proxy_admin", "a": {"b": "viewer"}})),
+    )
+    .unwrap();
+    assert_eq!(id.role, "proxy_admin");
+}
+
+#[test]
+fn role_rules_come_first_and_the_first_match_wins() {
+    let mut c = cfg();
+    c.role_rules = vec![
+        RoleRule {
+            role: "proxy_admin".into(),
+            teams: vec!["okta-admins".into()],
+            claim: None,
+            email_domains: vec![],
+        },
+        RoleRule {
+            role: "internal_user".into(),
+            teams: vec![],
+            claim: Some(("department".into(), vec!["eng".into(), "sre".into()])),
+            email_domains: vec!["corp.test".into()],
+        },
+    ];
+    let r = |v: Value| resolve(&c, "iss", &claims(v)).unwrap().role;
+    assert_eq!(
+        r(json!({"sub": "1", "groups": ["x", "okta-admins"], "roles": "viewer"})),
+        "proxy_admin"
+    );
+    assert_eq!(
+        r(json!({"sub": "2", "department": "sre", "email": "b@CORP.test"})),
+        "internal_user"
+    );
+    // Both conditions of the second rule must hold.
+    assert_eq!(
+        r(json!({"sub": "3", "department": "sre", "email": "b@other.test"})),
+        "viewer"
+    );
+    assert_eq!(
+        r(json!({"sub": "4", "department": ["ops"], "email": "b@corp.test"})),
+        "viewer"
+    );
+    // No rule matches: the role claim decides as before.
+    assert_eq!(
+        r(json!({"sub": "5", "roles": ["Okta-Admins"]})),
+        "proxy_admin"
+    );
+}
+
+#[test]
+fn team_filters_prefix_rename_allow() {
+    let mut c = cfg();
+    c.team_filter = TeamFilter {
+        prefix: Some("sg-".into()),
+        strip_prefix: true,
+        rename: [("platform".to_string(), "infra".to_string())]
+            .into_iter()
+            .collect(),
+        allow: vec!["infra".into(), "data".into()],
+    };
+    let id = resolve(&c, "iss", &claims(json!({"sub": "1", "groups": ["sg-platform", "sg-data", "sg-marketing", "platform", "sg-"]}))).unwrap();
+    assert_eq!(id.teams, ["infra", "data"]);
+    c.team_filter.strip_prefix = false;
+    c.team_filter.allow.clear();
+    c.team_filter.rename.clear();
+    let id = resolve(
+        &c,
+        "iss",
+        &claims(json!({"sub": "1", "groups": ["sg-a", "b"]})),
+    )
+    .unwrap();
+    assert_eq!(id.teams, ["sg-a"]);
+}
+
+#[test]
+fn extra_claims_keep_their_types_and_unsafe_values_are_left_out() {
+    let mut c = cfg();
+    let extra = |name: &str, claim: &str| ExtraClaim {
+        name: name.into(),
+        claim: claim.into(),
+        header: None,
+    };
+    c.extra = vec![
+        extra("department", "department"),
+        extra("budget", "billing.budget"),
+        extra("beta", "beta"),
+        extra("models", "allowed_models"),
+        extra("nested", "obj"),
+        extra("evil", "evil"),
+        extra("huge", "huge"),
+        extra("absent", "nope"),
+    ];
+    let id = resolve(
+        &c,
+        "iss",
+        &claims(json!({"sub": "1", "department": "R&D", "billing": {"budget": 1250.5}, "beta": true,
+            "allowed_models": ["gpt-x", "claude-y"], "obj": {"a": 1}, "evil": "a\nb", "huge": "x".repeat(5000)})),
+    )
+    .unwrap();
+    let names: Vec<&str> = id.extra.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["department", "budget", "beta", "models"]);
+    assert_eq!(id.extra[1].1, json!(1250.5));
+    assert_eq!(id.extra[2].1, json!(true));
+    assert_eq!(id.extra[3].1, json!(["gpt-x", "claude-y"]));
 }

@@ -291,3 +291,50 @@ async fn userinfo_call_at_login_merges_claims_with_matching_sub() {
     assert_eq!(header_values(&echo, "x-sidegate-user"), ["bob"]);
     assert_eq!(header_values(&echo, "x-sidegate-role"), ["developer"]);
 }
+
+#[tokio::test]
+async fn extra_claims_reach_the_app_typed_in_the_assertion_and_as_headers() {
+    let w = world(&[
+        (
+            "identity",
+            "[[identity.extra]]\nname = \"display_name\"\nclaim = \"name\"\nheader = \"X-Sidegate-Name\"\n\
+             [[identity.extra]]\nname = \"email_verified\"\n",
+        ),
+    ])
+    .await;
+    let mut b = Browser::new();
+    let page = b.navigate(&w.sidecar.url("/x"), "alice", "alice-pw").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let echo: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(header_values(&echo, "x-sidegate-name"), ["Alice Admin"]);
+    let assertion = header_values(&echo, "x-sidegate-assertion").remove(0);
+    let origin = w.sidecar.url("");
+    let v = verify_with_jose(
+        &w.sidecar.url("/.sidegate/jwks.json"),
+        &assertion,
+        &origin,
+        &origin,
+    )
+    .await;
+    assert_eq!(v["payload"]["display_name"], "Alice Admin", "{v}");
+    assert_eq!(
+        v["payload"]["email_verified"], true,
+        "the type is kept: {v}"
+    );
+    // The session carries them: the next request, from the cookie alone, has them too, and a
+    // client's own copy of the extra header is stripped.
+    let cookie = b.cookie_header(&w.sidecar.url("/"));
+    let echo: serde_json::Value = client()
+        .get(w.sidecar.url("/y"))
+        .header("cookie", cookie)
+        .header("x-sidegate-name", "Mallory")
+        .header("x_sidegate_name", "Mallory")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header_values(&echo, "x-sidegate-name"), ["Alice Admin"]);
+    assert!(header_values(&echo, "x_sidegate_name").is_empty());
+}

@@ -604,6 +604,7 @@ async fn large_sessions_are_chunked_and_still_valid() {
         email: None,
         role: "viewer".into(),
         teams: teams.clone(),
+        extra: vec![],
     };
     let (_, set) = sessions.create(identity, None, SystemTime::now());
     let pairs: Vec<String> = set

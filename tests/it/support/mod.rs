@@ -185,6 +185,7 @@ pub fn session_cookie(text: &str, keys: &Keys, user: &str, role: &str, at: Syste
         email: Some(format!("{user}@example.test")),
         role: role.into(),
         teams: vec!["devs".into(), "ops".into()],
+        extra: vec![],
     };
     let (_, cookies) = sessions.create(identity, None, at);
     cookies
