@@ -28,6 +28,7 @@ pub mod identity;
 pub mod keys;
 pub mod login;
 pub mod pipeline;
+pub mod policy;
 pub mod route;
 pub mod session;
 pub mod sign;

@@ -13,12 +13,13 @@ use url::Url;
 
 use crate::auth_request::{self, ForwardAuth};
 use crate::bearer::{self, Bearer, BearerError};
-use crate::config::{AccessConfig, Config, IdentityConfig};
+use crate::config::{AccessConfig, Config, IdentityConfig, Route};
 use crate::error::{rescue, Failure, Party};
 use crate::forward::{self, Downstream, Upstream, UpstreamError};
 use crate::identity::Identity;
 use crate::login::{self, Login};
-use crate::route::{Endpoint, Own, Routes};
+use crate::policy::{self, Facts, Need, Policy, Refusal};
+use crate::route::{normalize, Endpoint, Own, Routes};
 use crate::session::{unix, Checked, Invalid, Sessions};
 use crate::sign::{IdentityHeaders, Signer};
 use crate::{admin::Metrics, Body, BoxError};
@@ -41,6 +42,8 @@ pub struct Context {
     pub signer: Signer,
     /// API bearer tokens from trusted issuers.
     pub bearer: Bearer,
+    /// Per-route access rules.
+    pub policy: Policy,
     /// Who may describe the original request of a forward-auth check.
     pub forward_auth: ForwardAuth,
     /// The protected app (none in forward-auth-only deployments).
@@ -78,6 +81,7 @@ impl Context {
             },
             signer: Signer::new(cfg.assertion, cfg.headers, origin),
             forward_auth,
+            policy: Policy::new(cfg.policy),
             upstream: cfg
                 .upstream
                 .as_ref()
@@ -96,7 +100,25 @@ pub async fn handle(cx: &Context, req: Request<Incoming>, from: Downstream) -> R
     // Client copies of identity headers never survive, whatever the route.
     cx.signer.strip(req.headers_mut());
 
-    match cx.routes.classify(req.uri().path()) {
+    let json = !login::is_navigation_parts(req.method(), req.headers());
+    // One normalized path for every decision below (the Uri clone shares its bytes).
+    let uri = req.uri().clone();
+    let path = match normalize(uri.path()) {
+        Ok(p) => p,
+        Err(why) => {
+            cx.metrics.request("bad_path");
+            return rescue(
+                Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    Party::Downstream,
+                    "This address is not valid.",
+                    format!("path refused: {why}"),
+                ),
+                json,
+            );
+        }
+    };
+    match cx.routes.classify_normal(&path) {
         // The one own endpoint with a body: the IdP's POST (read with a size cap).
         Endpoint::Own(Own::SamlAcs) => {
             cx.metrics.request("own");
@@ -106,26 +128,34 @@ pub async fn handle(cx: &Context, req: Request<Incoming>, from: Downstream) -> R
             return auth_request::check(cx, &without_body(req), from.peer, now).await
         }
         Endpoint::Own(own) => return own_endpoint(cx, own, &without_body(req), now).await,
-        Endpoint::Public => return forward(cx, req, from, None, "public").await,
-        Endpoint::Refused(why) => {
-            cx.metrics.request("bad_path");
-            return rescue(
-                Failure::new(
-                    StatusCode::BAD_REQUEST,
-                    Party::Downstream,
-                    "This address is not valid.",
-                    format!("path refused: {why}"),
-                ),
-                !login::is_navigation_parts(req.method(), req.headers()),
-            );
-        }
-        Endpoint::Protected => {}
+        Endpoint::Public => return forward(cx, req, from, None, None, "public").await,
+        Endpoint::Protected | Endpoint::Refused(_) => {}
     }
-    match authenticate(cx, req.headers(), now).await {
+    let host = req.headers().get(header::HOST).cloned();
+    let authority = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .or(uri.authority().map(|a| a.as_str()));
+    let route = match cx.policy.need(&Facts {
+        authority,
+        path: &path,
+        method: req.method(),
+    }) {
+        Need::Public => return forward(cx, req, from, None, None, "public").await,
+        Need::Deny(route) => return forbidden(cx, &policy::denied(route), None, json),
+        Need::Credential(route) => route,
+    };
+    let audience = route.and_then(|r| r.audience.as_deref());
+    match authenticate(cx, req.headers(), audience, now).await {
         Authenticated::Yes {
-            headers, cookies, ..
+            identity,
+            headers,
+            cookies,
         } => {
-            let mut resp = forward(cx, req, from, Some(&headers), "proxied").await;
+            let mut resp = match policy::judge(route, &identity) {
+                Ok(()) => forward(cx, req, from, Some(&headers), route, "proxied").await,
+                Err(refusal) => forbidden(cx, &refusal, Some(&identity), json),
+            };
             for c in cookies {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
@@ -201,15 +231,20 @@ pub enum Authenticated {
 pub async fn authenticate(
     cx: &Context,
     headers: &http::HeaderMap,
+    audience: Option<&str>,
     now: SystemTime,
 ) -> Authenticated {
     if cx.bearer.is_enabled() {
         if let Some(token) = bearer::presented(headers) {
             return match cx.bearer.check(token, unix(now)).await {
                 Ok(v) => Authenticated::Yes {
-                    headers: cx
-                        .signer
-                        .identity_headers_for(&v.key, &v.identity, Some(v.exp), now),
+                    headers: cx.signer.identity_headers_for(
+                        &v.key,
+                        &v.identity,
+                        Some(v.exp),
+                        audience,
+                        now,
+                    ),
                     identity: Who::Token(v),
                     cookies: Vec::new(),
                 },
@@ -224,10 +259,28 @@ pub async fn authenticate(
         Checked::Invalid(why) => return Authenticated::No(NoCredential::BadCookie(why)),
     };
     Authenticated::Yes {
-        headers: cx.signer.identity_headers(&session, now),
+        headers: cx.signer.identity_headers(&session, audience, now),
         identity: Who::Session(session.identity),
         cookies,
     }
+}
+
+/// 403 for a policy refusal: the page says which route and what it needs (no internals);
+/// the audit line says who and which condition.
+pub fn forbidden(
+    cx: &Context,
+    refusal: &Refusal,
+    who: Option<&Identity>,
+    json: bool,
+) -> Response<Body> {
+    cx.metrics.request("forbidden");
+    let request_id = crate::keys::random_token::<9>();
+    tracing::warn!(target: "sidegate::audit", event = "access", outcome = "forbidden", request_id,
+        route = %refusal.route, rule = %refusal.detail,
+        subject = who.map(|w| w.subject.as_str()).unwrap_or("-"),
+        user = who.map(|w| w.user.as_str()).unwrap_or("-"),
+        role = who.map(|w| w.role.as_str()).unwrap_or("-"), "access refused by policy");
+    crate::error::page(StatusCode::FORBIDDEN, &refusal.public, &request_id, json)
 }
 
 /// RFC 6750 answer for a refused bearer token: 401 `invalid_token` (403 when the identity
@@ -308,6 +361,7 @@ async fn forward(
     mut req: Request<Body>,
     from: Downstream,
     identity: Option<&IdentityHeaders>,
+    route: Option<&Route>,
     outcome: &'static str,
 ) -> Response<Body> {
     let json = !login::is_navigation_parts(req.method(), req.headers());
@@ -337,6 +391,15 @@ async fn forward(
         );
     };
     upstream.set_forwarded(req.headers_mut(), from);
+    if let Some(r) = route {
+        let h = req.headers_mut();
+        for name in &r.strip_headers {
+            h.remove(name);
+        }
+        for (name, value) in &r.add_headers {
+            h.insert(name.clone(), value.clone());
+        }
+    }
     if let Some(id) = identity {
         id.apply(req.headers_mut());
     }

@@ -17,7 +17,10 @@ use ipnet::IpNet;
 
 use crate::error::{html_escape, rescue, Failure, Party};
 use crate::identity::Identity;
-use crate::pipeline::{authenticate, bearer_refused, Authenticated, Context, NoCredential};
+use crate::pipeline::{
+    authenticate, bearer_refused, forbidden, Authenticated, Context, NoCredential,
+};
+use crate::policy::{self, Facts, Need, Refusal};
 use crate::route::{normalize, Endpoint};
 use crate::{empty_body, full_body, Body};
 
@@ -229,20 +232,6 @@ fn split_absolute(url: &str) -> Option<(String, String)> {
     Some((format!("{scheme}://{authority}"), path))
 }
 
-/// What the check decided.
-enum Verdict {
-    /// A public path or one of sidegate's own endpoints: pass, without identity.
-    Public,
-    /// A valid credential that passes the auth URL's narrowing.
-    Allowed,
-    /// No valid credential.
-    Unauthenticated(NoCredential),
-    /// Valid credential, failed rule.
-    Forbidden(&'static str),
-    /// The original path is one no server should interpret.
-    BadPath(String),
-}
-
 /// `/.sidegate/auth`: answers the proxy in front (never redirects).
 pub async fn check(
     cx: &Context,
@@ -258,90 +247,18 @@ pub async fn check(
     {
         tracing::info!(peer = %peer.ip(), "forward-auth: original-request headers from a peer outside server.trusted_proxies ignored");
     }
-    // The narrowing belongs to the auth URL; Envoy's query is the original request's.
-    let allowed = match original.via {
-        Via::Envoy => Allowed::default(),
-        _ => Allowed::from_query(req.uri().query()),
-    };
-    let mut set_cookies = Vec::new();
-    let mut identity_headers = None;
-    let verdict = match original.uri.as_deref().map(normalize) {
-        Some(Err(why)) => Verdict::BadPath(why.to_string()),
-        Some(Ok(p)) if !matches!(cx.routes.classify_normal(&p), Endpoint::Protected) => {
-            Verdict::Public
-        }
-        _ => match authenticate(cx, req.headers(), now).await {
-            Authenticated::Yes {
-                identity,
-                headers,
-                cookies,
-            } => {
-                // nginx relays one `Set-Cookie` from the check: renew only a one-cookie
-                // session here (a chunked one is renewed on its next proxied request, if any).
-                if cookies.len() == 1 {
-                    set_cookies = cookies;
-                } else if !cookies.is_empty() {
-                    tracing::debug!(
-                        chunks = cookies.len(),
-                        "forward-auth: chunked session not renewed in the check"
-                    );
-                }
-                match allowed.check(&identity) {
-                    Ok(()) => {
-                        identity_headers = Some(headers);
-                        Verdict::Allowed
-                    }
-                    Err(rule) => {
-                        tracing::warn!(target: "sidegate::audit", event = "forward_auth", outcome = "forbidden", rule,
-                            subject = %identity.subject, user = %identity.user, role = %identity.role,
-                            uri = original.uri.as_deref().unwrap_or("?"), "forward-auth: user not allowed");
-                        Verdict::Forbidden(rule)
-                    }
-                }
-            }
-            Authenticated::No(why) => Verdict::Unauthenticated(why),
-        },
-    };
     let json = !is_navigation(&original.method, req.headers());
-    let mut resp = match verdict {
-        Verdict::Public => {
-            cx.metrics.request("auth_public");
-            ok()
-        }
-        Verdict::Allowed => {
-            cx.metrics.request("auth_allowed");
-            let mut r = ok();
-            if let Some(h) = identity_headers {
-                h.apply(r.headers_mut());
-            }
-            r
-        }
-        Verdict::Unauthenticated(NoCredential::BadToken(e)) => bearer_refused(cx, &e),
-        Verdict::Unauthenticated(why) => {
-            cx.metrics.request("auth_unauthenticated");
-            tracing::info!(via = ?original.via, reason = %why, uri = original.uri.as_deref().unwrap_or("?"), "forward-auth: 401");
-            unauthenticated(cx, &original, json)
-        }
-        Verdict::Forbidden(rule) => {
-            cx.metrics.request("auth_forbidden");
-            let public = match rule {
-                "allowed_roles" => "Your role does not give access to this page.",
-                "allowed_teams" => "None of your teams has access to this page.",
-                _ => "Your email domain does not give access to this page.",
-            };
-            rescue(
-                Failure::new(
-                    StatusCode::FORBIDDEN,
-                    Party::Downstream,
-                    public,
-                    format!("forward-auth rule {rule} not met"),
-                ),
-                json,
-            )
-        }
-        Verdict::BadPath(why) => {
+    let authority = original
+        .origin
+        .as_deref()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, a)| a);
+    // The same decisions as for a proxied request, on the original's normalized path. An
+    // unknown path is never public and meets no route: the policy's default decides.
+    let need = match original.uri.as_deref().map(normalize) {
+        Some(Err(why)) => {
             cx.metrics.request("auth_bad_path");
-            rescue(
+            return rescue(
                 Failure::new(
                     StatusCode::FORBIDDEN,
                     Party::Downstream,
@@ -349,11 +266,76 @@ pub async fn check(
                     format!("forward-auth: original path refused: {why}"),
                 ),
                 json,
-            )
+            );
+        }
+        Some(Ok(p)) => match cx.routes.classify_normal(&p) {
+            Endpoint::Protected => cx.policy.need(&Facts {
+                authority,
+                path: &p,
+                method: &original.method,
+            }),
+            _ => Need::Public,
+        },
+        None => cx.policy.need_unknown(),
+    };
+    let route = match need {
+        Need::Public => {
+            cx.metrics.request("auth_public");
+            return ok();
+        }
+        Need::Deny(route) => return forbidden(cx, &policy::denied(route), None, json),
+        Need::Credential(route) => route,
+    };
+    let audience = route.and_then(|r| r.audience.as_deref());
+    let (identity, headers, cookies) = match authenticate(cx, req.headers(), audience, now).await {
+        Authenticated::Yes {
+            identity,
+            headers,
+            cookies,
+        } => (identity, headers, cookies),
+        Authenticated::No(NoCredential::BadToken(e)) => return bearer_refused(cx, &e),
+        Authenticated::No(why) => {
+            cx.metrics.request("auth_unauthenticated");
+            tracing::info!(via = ?original.via, reason = %why, uri = original.uri.as_deref().unwrap_or("?"), "forward-auth: 401");
+            return unauthenticated(cx, &original, json);
         }
     };
-    for c in set_cookies {
-        resp.headers_mut().append(header::SET_COOKIE, c);
+    // The narrowing belongs to the auth URL; Envoy's query is the original request's.
+    let narrowing = match original.via {
+        Via::Envoy => Allowed::default(),
+        _ => Allowed::from_query(req.uri().query()),
+    };
+    let verdict = policy::judge(route, &identity).and_then(|()| {
+        narrowing.check(&identity).map_err(|rule| Refusal {
+            route: "auth URL".into(),
+            public: match rule {
+                "allowed_roles" => "Your role does not give access to this page.",
+                "allowed_teams" => "None of your teams has access to this page.",
+                _ => "Your email domain does not give access to this page.",
+            }
+            .into(),
+            detail: format!("{rule} not met"),
+        })
+    });
+    let mut resp = match verdict {
+        Ok(()) => {
+            cx.metrics.request("auth_allowed");
+            let mut r = ok();
+            headers.apply(r.headers_mut());
+            r
+        }
+        Err(refusal) => forbidden(cx, &refusal, Some(&identity), json),
+    };
+    // nginx relays one `Set-Cookie` from the check: renew only a one-cookie session here
+    // (a chunked one is renewed on its next proxied request, if any).
+    if cookies.len() == 1 {
+        resp.headers_mut()
+            .append(header::SET_COOKIE, cookies[0].clone());
+    } else if !cookies.is_empty() {
+        tracing::debug!(
+            chunks = cookies.len(),
+            "forward-auth: chunked session not renewed in the check"
+        );
     }
     resp
 }

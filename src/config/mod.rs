@@ -48,6 +48,8 @@ pub struct Config {
     pub headers: HeaderConfig,
     /// Public paths and allowed redirect hosts.
     pub access: AccessConfig,
+    /// Per-route rules (host + path prefix + methods → public, authenticated, or conditions).
+    pub policy: PolicyConfig,
     /// Log output format.
     pub log: LogFormat,
 }
@@ -433,6 +435,104 @@ pub enum HostRule {
     Exact { host: String, port: Option<u16> },
     /// Any subdomain of this domain (written `*.example.com`).
     Subdomains { domain: String, port: Option<u16> },
+}
+
+impl HostRule {
+    /// Whether `authority` (`host` or `host:port`, any case) is this rule's host; a rule
+    /// without a port matches any port.
+    pub fn matches_authority(&self, authority: &str) -> bool {
+        let a = authority.to_ascii_lowercase();
+        let (host, port) = match a.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                (h.to_string(), p.parse::<u16>().ok())
+            }
+            _ => (a, None),
+        };
+        let (ok, want) = match self {
+            HostRule::Exact { host: h, port } => (*h == host, port),
+            HostRule::Subdomains { domain, port } => (
+                host.len() > domain.len() + 1
+                    && host.ends_with(domain.as_str())
+                    && host.as_bytes()[host.len() - domain.len() - 1] == b'.',
+                port,
+            ),
+        };
+        ok && want.is_none_or(|w| port == Some(w))
+    }
+}
+
+/// Per-route access rules, checked in order; the first route that matches decides.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// The routes, in order.
+    pub routes: Vec<Route>,
+    /// What unmatched requests need.
+    pub default: DefaultAccess,
+}
+
+/// Access for requests no route matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DefaultAccess {
+    /// A valid credential (sidegate's behaviour without a policy).
+    #[default]
+    Authenticated,
+    /// Refused (403) whoever asks.
+    Deny,
+}
+
+/// One route: where it applies and what it needs.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Shown on the 403 page and in audit lines.
+    pub name: String,
+    /// Hosts (`app.example.com`, `*.example.com`); empty matches any.
+    pub hosts: Vec<HostRule>,
+    /// Normalized path prefixes, segment-aligned; empty matches any.
+    pub paths: Vec<String>,
+    /// Methods (upper case); empty matches any.
+    pub methods: Vec<http::Method>,
+    /// What it needs.
+    pub access: RouteAccess,
+    /// Request headers removed before forwarding (besides the identity set).
+    pub strip_headers: Vec<HeaderName>,
+    /// Request headers set before forwarding.
+    pub add_headers: Vec<(HeaderName, http::HeaderValue)>,
+    /// `aud` of the assertion on this route (else `assertion.audience`).
+    pub audience: Option<String>,
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAccess {
+    /// No credential (canonical paths only, like `access.public_paths`).
+    Public,
+    /// Any valid credential.
+    Authenticated,
+    /// A valid credential, no `deny` condition met, and (when `allow` is not empty) one
+    /// `allow` condition met.
+    Rules {
+        /// Any one suffices.
+        allow: Vec<Condition>,
+        /// Any one refuses.
+        deny: Vec<Condition>,
+    },
+    /// Refused whoever asks.
+    Deny,
+}
+
+/// A condition over the identity: every field given must hold; each list is any-of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Condition {
+    /// One of these roles.
+    pub roles: Vec<String>,
+    /// One of these teams.
+    pub teams: Vec<String>,
+    /// Email in one of these domains (lower case).
+    pub email_domains: Vec<String>,
+    /// Signed in at one of these IdPs (their issuer or entity ID).
+    pub idps: Vec<String>,
+    /// Extra claim (`identity.extra` name) → accepted values (a list claim needs one of them).
+    pub claims: Vec<(String, Vec<String>)>,
 }
 
 /// Who may pass without a session, and where redirects may go.

@@ -20,7 +20,40 @@ pub struct Raw {
     pub identity: Identity,
     pub headers: Headers,
     pub access: Access,
+    pub policy: Policy,
     pub log: Log,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Policy {
+    pub default: Option<String>,
+    pub routes: Vec<PolicyRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PolicyRoute {
+    pub name: Option<String>,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub methods: Vec<String>,
+    pub access: Option<String>,
+    pub allow: Vec<PolicyCondition>,
+    pub deny: Vec<PolicyCondition>,
+    pub strip_headers: Vec<String>,
+    pub add_headers: BTreeMap<String, String>,
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PolicyCondition {
+    pub roles: Vec<String>,
+    pub teams: Vec<String>,
+    pub email_domains: Vec<String>,
+    pub idps: Vec<String>,
+    pub claims: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

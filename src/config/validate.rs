@@ -16,6 +16,7 @@ use crate::keys::{CookieKeys, Secret, SigningKeys};
 
 mod bearer;
 mod identity;
+mod policy;
 mod saml;
 
 const ENV_PREFIX: &str = "SIDEGATE_";
@@ -368,6 +369,12 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
     let identity = identity::build(&raw.identity, p);
     let headers = build_headers(&raw.headers, &identity, p);
     let access = build_access(&raw.access, server.as_ref().map(|s| s.prefix.as_str()), p);
+    let policy = policy::build(
+        &raw.policy,
+        server.as_ref().map(|s| s.prefix.as_str()),
+        &identity,
+        p,
+    );
     let log = match raw.log.format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -397,6 +404,7 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
         identity,
         headers,
         access,
+        policy,
         log,
     })
 }

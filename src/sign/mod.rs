@@ -153,21 +153,36 @@ impl Signer {
     }
 
     /// The identity headers for `session`, from the cache while the assertion is fresh.
-    pub fn identity_headers(&self, session: &Session, now: SystemTime) -> Arc<IdentityHeaders> {
-        self.identity_headers_for(&session.sid, &session.identity, None, now)
+    pub fn identity_headers(
+        &self,
+        session: &Session,
+        audience: Option<&str>,
+        now: SystemTime,
+    ) -> Arc<IdentityHeaders> {
+        self.identity_headers_for(&session.sid, &session.identity, None, audience, now)
     }
 
     /// The identity headers for any credential: `key` names it in the cache (a session id,
-    /// or a bearer token's hash) and `not_after` caps the assertion's `exp` (a token's own).
+    /// or a bearer token's hash), `not_after` caps the assertion's `exp` (a token's own) and
+    /// `audience` replaces the configured `aud` (a route's own).
     pub fn identity_headers_for(
         &self,
         key: &str,
         identity: &Identity,
         not_after: Option<i64>,
+        audience: Option<&str>,
         now: SystemTime,
     ) -> Arc<IdentityHeaders> {
         let now_s = unix(now);
-        if let Some(h) = self.cache.get(key) {
+        let keyed;
+        let cache_key = match audience {
+            Some(a) if a != self.cfg.audience => {
+                keyed = format!("{key}\u{0}{a}");
+                keyed.as_str()
+            }
+            _ => key,
+        };
+        if let Some(h) = self.cache.get(cache_key) {
             let left = h.exp - now_s;
             if left > (self.cfg.lifetime.as_secs() as i64) / 5
                 || (not_after == Some(h.exp) && left > 0)
@@ -175,8 +190,8 @@ impl Signer {
                 return h;
             }
         }
-        let fresh = Arc::new(self.build(key, identity, now_s, not_after));
-        self.cache.insert(key.to_string(), fresh.clone());
+        let fresh = Arc::new(self.build(key, identity, now_s, not_after, audience));
+        self.cache.insert(cache_key.to_string(), fresh.clone());
         fresh
     }
 
@@ -191,13 +206,20 @@ impl Signer {
         self.cache.entry_count()
     }
 
-    fn build(&self, sid: &str, id: &Identity, now: i64, not_after: Option<i64>) -> IdentityHeaders {
+    fn build(
+        &self,
+        sid: &str,
+        id: &Identity,
+        now: i64,
+        not_after: Option<i64>,
+        audience: Option<&str>,
+    ) -> IdentityHeaders {
         let key = self.cfg.keys.current();
         let exp = now + self.cfg.lifetime.as_secs() as i64;
         let exp = not_after.map_or(exp, |n| exp.min(n));
         let claims = AssertionClaims {
             iss: &self.issuer,
-            aud: &self.cfg.audience,
+            aud: audience.unwrap_or(&self.cfg.audience),
             sub: &id.subject,
             user: &id.user,
             email: id.email.as_deref(),

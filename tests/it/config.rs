@@ -518,6 +518,41 @@ role_claim = ",
     assert_problem(&d.err(&clash), "headers");
 }
 
+#[test]
+fn policy_routes_are_checked_at_start() {
+    let d = Dir::new();
+    let base = format!("{MINIMAL}\n[identity]\nroles = [\"admin\", \"viewer\"]\n");
+    let ok = d.ok(&format!(
+        "{base}[policy]\ndefault = \"deny\"\n[[policy.routes]]\nname = \"admin\"\npaths = [\"/admin\"]\nhosts = [\"*.example.com\"]\n\
+         methods = [\"get\"]\nallow = [{{ roles = [\"admin\"] }}]\n"
+    ));
+    assert_eq!(ok.policy.routes.len(), 1);
+    let bad = format!(
+        "{base}[policy]\ndefault = \"maybe\"\n\
+         [[policy.routes]]\npaths = [\"/a/../b\", \"/.sidegate/x\"]\nallow = [{{}}]\n\
+         [[policy.routes]]\nallow = [{{ roles = [\"root\"], claims = {{ dept = [\"x\"] }} }}]\n\
+         [[policy.routes]]\naccess = \"public\"\ndeny = [{{ teams = [\"x\"] }}]\n\
+         [[policy.routes]]\naccess = \"rules\"\nhosts = [\"bad host\"]\nmethods = [\"G T\"]\n\
+         [[policy.routes]]\naccess = \"open\"\nadd_headers = {{ \"bad name\" = \"v\" }}\n"
+    );
+    let err = d.err(&bad);
+    for key in [
+        "policy.default",
+        "policy.routes[0].paths",
+        "policy.routes[0].allow[0]",
+        "policy.routes[1].allow[0].roles",
+        "policy.routes[1].allow[0].claims",
+        "policy.routes[2].access",
+        "policy.routes[3].access",
+        "policy.routes[3].hosts",
+        "policy.routes[3].methods",
+        "policy.routes[4].access",
+        "policy.routes[4].add_headers",
+    ] {
+        assert_problem(&err, key);
+    }
+}
+
 // ---- the binary ---------------------------------------------------------------------------
 
 fn sidegate() -> Command {

@@ -13,6 +13,7 @@ mod identity;
 mod lifecycle;
 mod nginx;
 mod oidc;
+mod policy;
 mod proxy;
 mod redirect;
 mod saml;

@@ -176,8 +176,6 @@ impl Drop for Sidecar {
 /// A session cookie header minted with the deployment's own keys (what a login produces),
 /// for proxy tests that are not about the login itself.
 pub fn session_cookie(text: &str, keys: &Keys, user: &str, role: &str, at: SystemTime) -> String {
-    let cfg = load(text, keys);
-    let sessions = sidegate::session::Sessions::new(cfg.session);
     let identity = sidegate::identity::Identity {
         issuer: "http://idp.test".into(),
         subject: format!("sub-{user}"),
@@ -187,6 +185,18 @@ pub fn session_cookie(text: &str, keys: &Keys, user: &str, role: &str, at: Syste
         teams: vec!["devs".into(), "ops".into()],
         extra: vec![],
     };
+    session_cookie_for(text, keys, identity, at)
+}
+
+/// A session cookie for any identity (see `session_cookie`).
+pub fn session_cookie_for(
+    text: &str,
+    keys: &Keys,
+    identity: sidegate::identity::Identity,
+    at: SystemTime,
+) -> String {
+    let cfg = load(text, keys);
+    let sessions = sidegate::session::Sessions::new(cfg.session);
     let (_, cookies) = sessions.create(identity, None, at);
     cookies
         .iter()
