@@ -95,11 +95,12 @@ pub async fn run(
         shutdown_grace: config.server.shutdown_grace,
     };
     let cx = Arc::new(pipeline::Context::new(config)?);
-    let discovery = cx
+    let discovery: Vec<_> = cx
         .login
         .oidc
-        .clone()
-        .map(|p| tokio::spawn(p.load_with_retry()));
+        .iter()
+        .map(|p| tokio::spawn(p.clone().load_with_retry()))
+        .collect();
     let bearer_keys = cx.bearer.is_enabled().then(|| {
         let cx = cx.clone();
         tokio::spawn(async move { cx.bearer.warm_up().await })

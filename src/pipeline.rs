@@ -75,7 +75,10 @@ impl Context {
             login: Login {
                 oidc: cfg
                     .oidc
-                    .map(|o| Arc::new(login::oidc::Provider::new(o, redirect))),
+                    .into_iter()
+                    .map(|o| Arc::new(login::oidc::Provider::new(o, redirect.clone())))
+                    .collect(),
+                choice: cfg.login,
                 saml,
                 used,
             },

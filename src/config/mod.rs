@@ -32,8 +32,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The protected app; absent when sidegate only answers forward-auth checks.
     pub upstream: Option<UpstreamConfig>,
-    /// The OpenID provider, if OIDC login is enabled.
-    pub oidc: Option<OidcConfig>,
+    /// The OpenID providers (empty: no OIDC login); the first is the default.
+    pub oidc: Vec<OidcConfig>,
     /// The SAML IdP and this service provider, if SAML login is enabled.
     pub saml: Option<SamlConfig>,
     /// Trusted issuers of API bearer tokens (empty: `Authorization` is not looked at).
@@ -50,6 +50,8 @@ pub struct Config {
     pub access: AccessConfig,
     /// Per-route rules (host + path prefix + methods → public, authenticated, or conditions).
     pub policy: PolicyConfig,
+    /// Which provider a login goes to, and whether a chooser page is shown.
+    pub login: LoginConfig,
     /// Log output format.
     pub log: LogFormat,
 }
@@ -125,6 +127,8 @@ impl IdTokenAlg {
 /// The OpenID provider and the client registered there.
 #[derive(Debug)]
 pub struct OidcConfig {
+    /// Its name in sidegate (`start?provider=<name>`, login rules, policy `idps`).
+    pub name: String,
     /// Issuer; discovery is fetched from `<issuer>/.well-known/openid-configuration`.
     pub issuer: Url,
     /// Client id registered at the IdP.
@@ -459,6 +463,29 @@ impl HostRule {
         };
         ok && want.is_none_or(|w| port == Some(w))
     }
+}
+
+/// How a login picks its provider: the first matching rule, else the chooser page (when on
+/// and there are several providers), else the default provider.
+#[derive(Debug, Clone, Default)]
+pub struct LoginConfig {
+    /// Show a page listing the providers (and an email field for domain rules).
+    pub chooser: bool,
+    /// Rules, in order.
+    pub rules: Vec<LoginRule>,
+}
+
+/// "Logins for these hosts / paths / email domains go to that provider."
+#[derive(Debug, Clone)]
+pub struct LoginRule {
+    /// The provider's name (OIDC or SAML).
+    pub provider: String,
+    /// The request's host (any of); empty matches any.
+    pub hosts: Vec<HostRule>,
+    /// The return path's prefix (any of, normalized); empty matches any.
+    pub paths: Vec<String>,
+    /// The `login_hint` email's domain (any of, lower case); empty matches any.
+    pub email_domains: Vec<String>,
 }
 
 /// Per-route access rules, checked in order; the first route that matches decides.

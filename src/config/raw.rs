@@ -21,7 +21,24 @@ pub struct Raw {
     pub headers: Headers,
     pub access: Access,
     pub policy: Policy,
+    pub login: Login,
     pub log: Log,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Login {
+    pub chooser: Option<bool>,
+    pub rules: Vec<LoginRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LoginRule {
+    pub provider: Option<String>,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub email_domains: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +105,9 @@ pub struct Upstream {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Oidc {
+    // The first provider, written directly in [oidc] (named by `name`, default "oidc").
+    // Spelled out rather than flattened, so that typos are reported (see `Saml`).
+    pub name: Option<String>,
     pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
@@ -101,6 +121,47 @@ pub struct Oidc {
     pub userinfo: Option<bool>,
     pub http_timeout: Option<String>,
     pub jwks_min_refresh_interval: Option<String>,
+    // More providers: [oidc.providers.<name>].
+    pub providers: BTreeMap<String, OidcProvider>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct OidcProvider {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub extra_authorize_params: BTreeMap<String, String>,
+    pub pkce: Option<bool>,
+    pub clock_skew: Option<String>,
+    pub allowed_algs: Option<Vec<String>>,
+    pub userinfo: Option<bool>,
+    pub http_timeout: Option<String>,
+    pub jwks_min_refresh_interval: Option<String>,
+}
+
+impl Oidc {
+    /// The inline provider's keys, in the shape of a named one.
+    pub fn inline(&self) -> OidcProvider {
+        OidcProvider {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            client_secret_file: self.client_secret_file.clone(),
+            client_secret_env: self.client_secret_env.clone(),
+            scopes: self.scopes.clone(),
+            extra_authorize_params: self.extra_authorize_params.clone(),
+            pkce: self.pkce,
+            clock_skew: self.clock_skew.clone(),
+            allowed_algs: self.allowed_algs.clone(),
+            userinfo: self.userinfo,
+            http_timeout: self.http_timeout.clone(),
+            jwks_min_refresh_interval: self.jwks_min_refresh_interval.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,10 +12,12 @@ use url::Url;
 
 use super::raw::{self, Raw};
 use super::*;
-use crate::keys::{CookieKeys, Secret, SigningKeys};
+use crate::keys::{CookieKeys, SigningKeys};
 
 mod bearer;
 mod identity;
+mod login;
+mod oidc;
 mod policy;
 mod saml;
 
@@ -339,7 +341,8 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
     let oidc = raw
         .oidc
         .as_ref()
-        .map(|o| build_oidc(Some(o), env, base_dir, p));
+        .map(|o| oidc::build(o, env, base_dir, p))
+        .unwrap_or(Some(Vec::new()));
     let sp_metadata_url = server
         .as_ref()
         .map(|s| format!("{}{}/saml/metadata", public_origin(&s.public_url), s.prefix));
@@ -369,10 +372,40 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
     let identity = identity::build(&raw.identity, p);
     let headers = build_headers(&raw.headers, &identity, p);
     let access = build_access(&raw.access, server.as_ref().map(|s| s.prefix.as_str()), p);
+    let provider_names: Vec<String> = oidc
+        .iter()
+        .flatten()
+        .map(|o| o.name.clone())
+        .chain(
+            saml.iter()
+                .flatten()
+                .flat_map(|s| s.idps.iter().map(|i| i.name.clone())),
+        )
+        .collect();
+    let login = login::build(&raw.login, &provider_names, p);
+    // Policy `idps` may name providers: each name also stands for the issuer its sessions
+    // record (an OIDC issuer, a SAML IdP's entity ID when its metadata is a file).
+    let issuers: Vec<(String, String)> = oidc
+        .iter()
+        .flatten()
+        .map(|o| {
+            (
+                o.name.clone(),
+                o.issuer.as_str().trim_end_matches('/').to_string(),
+            )
+        })
+        .chain(saml.iter().flatten().flat_map(|s| {
+            s.idps.iter().filter_map(|i| match &i.idp {
+                IdpSource::File(m) => Some((i.name.clone(), m.entity_id.clone())),
+                IdpSource::Url { .. } => None,
+            })
+        }))
+        .collect();
     let policy = policy::build(
         &raw.policy,
         server.as_ref().map(|s| s.prefix.as_str()),
         &identity,
+        &issuers,
         p,
     );
     let log = match raw.log.format.as_deref() {
@@ -390,10 +423,7 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
     Some(Config {
         server: server?,
         upstream: upstream?,
-        oidc: match oidc {
-            None => None,
-            Some(o) => Some(o?),
-        },
+        oidc: oidc?,
         saml: match saml {
             None => None,
             Some(s) => Some(s?),
@@ -405,6 +435,7 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
         headers,
         access,
         policy,
+        login,
         log,
     })
 }
@@ -572,136 +603,6 @@ fn jws_algs(p: &mut Problems, key: &str, names: &Option<Vec<String>>) -> Vec<IdT
         }
     }
     algs
-}
-
-fn build_oidc(
-    o: Option<&raw::Oidc>,
-    env: &Env,
-    base_dir: &Path,
-    p: &mut Problems,
-) -> Option<OidcConfig> {
-    let Some(o) = o else {
-        p.add(
-            "oidc",
-            "missing",
-            "add an [oidc] section with issuer, client_id and client_secret_file",
-        );
-        return None;
-    };
-    let issuer = match &o.issuer {
-        None => {
-            p.add(
-                "oidc.issuer",
-                "missing",
-                "set it to the IdP's issuer URL, e.g. https://login.example.com/realms/main",
-            );
-            None
-        }
-        Some(s) => {
-            match Url::parse(s) {
-                Ok(u)
-                    if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_host(&u)) =>
-                {
-                    Some(u)
-                }
-                Ok(_) => {
-                    p.add("oidc.issuer", format!("`{s}` is not https"), "use the https issuer URL (plain http is only allowed on loopback, for tests)");
-                    None
-                }
-                Err(_) => {
-                    p.add(
-                        "oidc.issuer",
-                        format!("`{s}` is not a URL"),
-                        "set it to the IdP's issuer URL",
-                    );
-                    None
-                }
-            }
-        }
-    };
-    let client_id = match &o.client_id {
-        Some(c) if !c.is_empty() => Some(c.clone()),
-        _ => {
-            p.add(
-                "oidc.client_id",
-                "missing",
-                "set it to the client id registered at the IdP",
-            );
-            None
-        }
-    };
-    let client_secret = secret(
-        p,
-        "oidc.client_secret",
-        &o.client_secret,
-        &o.client_secret_file,
-        &o.client_secret_env,
-        env,
-        base_dir,
-    )
-    .map(|s| Secret::new(s.trim().to_string()));
-    let scopes = o
-        .scopes
-        .clone()
-        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
-    if !scopes.iter().any(|s| s == "openid") {
-        p.add(
-            "oidc.scopes",
-            "does not include `openid`",
-            "add \"openid\" to the list",
-        );
-    }
-    let allowed_algs = jws_algs(p, "oidc.allowed_algs", &o.allowed_algs);
-    for key in o.extra_authorize_params.keys() {
-        if [
-            "response_type",
-            "client_id",
-            "redirect_uri",
-            "scope",
-            "state",
-            "nonce",
-            "code_challenge",
-            "code_challenge_method",
-        ]
-        .contains(&key.as_str())
-        {
-            p.add(
-                "oidc.extra_authorize_params",
-                format!("`{key}` is set by sidegate itself"),
-                "remove it",
-            );
-        }
-    }
-    let clock_skew = duration(p, "oidc.clock_skew", &o.clock_skew, Duration::from_secs(60));
-    let http_timeout = duration(
-        p,
-        "oidc.http_timeout",
-        &o.http_timeout,
-        Duration::from_secs(10),
-    );
-    let jwks_min_refresh_interval = duration(
-        p,
-        "oidc.jwks_min_refresh_interval",
-        &o.jwks_min_refresh_interval,
-        Duration::from_secs(30),
-    );
-    Some(OidcConfig {
-        issuer: issuer?,
-        client_id: client_id?,
-        client_secret: client_secret?,
-        scopes,
-        extra_authorize_params: o
-            .extra_authorize_params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        pkce: o.pkce.unwrap_or(true),
-        clock_skew,
-        allowed_algs,
-        userinfo: o.userinfo.unwrap_or(false),
-        http_timeout,
-        jwks_min_refresh_interval,
-    })
 }
 
 fn build_session(
@@ -1064,34 +965,47 @@ pub(super) fn describe(c: &Config) -> String {
             ]),
         );
     }
-    if let Some(o) = &c.oidc {
-        root.insert(
-            "oidc".into(),
-            table(vec![
-                ("issuer", s(&o.issuer)),
-                ("client_id", s(&o.client_id)),
-                ("client_secret", s("<redacted>")),
-                ("scopes", list(&o.scopes)),
-                (
-                    "extra_authorize_params",
-                    V::Table(
-                        o.extra_authorize_params
-                            .iter()
-                            .map(|(k, v)| (k.clone(), s(v)))
-                            .collect(),
-                    ),
+    let oidc_table = |o: &OidcConfig| match table(vec![
+        ("issuer", s(&o.issuer)),
+        ("client_id", s(&o.client_id)),
+        ("client_secret", s("<redacted>")),
+        ("scopes", list(&o.scopes)),
+        (
+            "extra_authorize_params",
+            V::Table(
+                o.extra_authorize_params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), s(v)))
+                    .collect(),
+            ),
+        ),
+        ("pkce", V::Boolean(o.pkce)),
+        ("clock_skew", d(o.clock_skew)),
+        (
+            "allowed_algs",
+            list(o.allowed_algs.iter().map(|a| a.name())),
+        ),
+        ("userinfo", V::Boolean(o.userinfo)),
+        ("http_timeout", d(o.http_timeout)),
+        ("jwks_min_refresh_interval", d(o.jwks_min_refresh_interval)),
+    ]) {
+        V::Table(t) => t,
+        _ => unreachable!("table() builds a table"),
+    };
+    if let Some((first, rest)) = c.oidc.split_first() {
+        let mut t = oidc_table(first);
+        t.insert("name".into(), s(&first.name));
+        if !rest.is_empty() {
+            t.insert(
+                "providers".into(),
+                V::Table(
+                    rest.iter()
+                        .map(|o| (o.name.clone(), V::Table(oidc_table(o))))
+                        .collect(),
                 ),
-                ("pkce", V::Boolean(o.pkce)),
-                ("clock_skew", d(o.clock_skew)),
-                (
-                    "allowed_algs",
-                    list(o.allowed_algs.iter().map(|a| a.name())),
-                ),
-                ("userinfo", V::Boolean(o.userinfo)),
-                ("http_timeout", d(o.http_timeout)),
-                ("jwks_min_refresh_interval", d(o.jwks_min_refresh_interval)),
-            ]),
-        );
+            );
+        }
+        root.insert("oidc".into(), V::Table(t));
     }
     if let Some(m) = &c.saml {
         let idp_table = |i: &SamlIdpConfig| {

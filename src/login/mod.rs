@@ -22,19 +22,119 @@ use self::oidc::OidcError;
 use self::return_to::ReturnTo;
 pub use self::slo::saml_slo;
 use self::state::{LoginTx, TxError, TxProto, UsedStates};
-use crate::error::{rescue, Failure, Party};
+use crate::config::LoginConfig;
+use crate::error::{html_escape, rescue, Failure, Party};
 use crate::pipeline::Context;
 use crate::session::{unix, Checked, Invalid};
 use crate::{full_body, Body};
 
 /// The login machinery: the configured providers and the replay cache.
 pub struct Login {
-    /// The OIDC provider, if OIDC is enabled (the default login when both are).
-    pub oidc: Option<Arc<oidc::Provider>>,
-    /// The SAML IdP, if SAML is enabled.
+    /// The OIDC providers, the default first (the default login when SAML is there too).
+    pub oidc: Vec<Arc<oidc::Provider>>,
+    /// The SAML IdPs, if SAML is enabled.
     pub saml: Option<Arc<saml::Saml>>,
+    /// Which provider a login goes to.
+    pub choice: LoginConfig,
     /// States already consumed.
     pub used: UsedStates,
+}
+
+/// What a login start knows that may pick the provider.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Hints<'a> {
+    /// `start?provider=<name>` (the chooser's links).
+    pub provider: Option<&'a str>,
+    /// The request's host.
+    pub host: Option<&'a str>,
+    /// `login_hint` (an email, for domain rules; passed on to OIDC providers).
+    pub login_hint: Option<&'a str>,
+}
+
+/// Where a login goes.
+enum Choice<'a> {
+    Oidc(&'a Arc<oidc::Provider>),
+    Saml(Option<String>),
+    Chooser,
+    Unknown(String),
+}
+
+impl Login {
+    fn oidc_named(&self, name: &str) -> Option<&Arc<oidc::Provider>> {
+        self.oidc.iter().find(|p| p.name() == name)
+    }
+
+    /// Every provider's name, OIDC first, in configuration order.
+    pub fn provider_names(&self) -> Vec<String> {
+        self.oidc
+            .iter()
+            .map(|p| p.name().to_string())
+            .chain(
+                self.saml
+                    .iter()
+                    .flat_map(|s| s.config().idps.iter().map(|i| i.name.clone())),
+            )
+            .collect()
+    }
+
+    fn named(&self, name: &str) -> Choice<'_> {
+        if let Some(p) = self.oidc_named(name) {
+            return Choice::Oidc(p);
+        }
+        match &self.saml {
+            Some(s) if s.config().idps.iter().any(|i| i.name == name) => {
+                Choice::Saml(Some(name.to_string()))
+            }
+            _ => Choice::Unknown(name.to_string()),
+        }
+    }
+
+    /// The explicit provider, else the first matching rule, else the chooser (when on and
+    /// there is a choice), else the default provider.
+    fn choose(&self, hints: Hints<'_>, return_to: &ReturnTo) -> Choice<'_> {
+        if let Some(name) = hints.provider {
+            return self.named(name);
+        }
+        let domain = hints
+            .login_hint
+            .and_then(|e| e.rsplit_once('@'))
+            .map(|(_, d)| d.to_ascii_lowercase());
+        let path = return_to_path(return_to.as_str());
+        let normal = crate::route::normalize(&path).ok();
+        let rule = self.choice.rules.iter().find(|r| {
+            (r.hosts.is_empty()
+                || hints
+                    .host
+                    .is_some_and(|h| r.hosts.iter().any(|rule| rule.matches_authority(h))))
+                && (r.paths.is_empty()
+                    || normal
+                        .as_ref()
+                        .is_some_and(|n| r.paths.iter().any(|p| n.is_under(p, true))))
+                && (r.email_domains.is_empty()
+                    || domain.as_ref().is_some_and(|d| r.email_domains.contains(d)))
+        });
+        if let Some(r) = rule {
+            return self.named(&r.provider);
+        }
+        if self.choice.chooser && self.provider_names().len() > 1 {
+            return Choice::Chooser;
+        }
+        match self.oidc.first() {
+            Some(p) => Choice::Oidc(p),
+            None => Choice::Saml(None),
+        }
+    }
+}
+
+/// The path of a return URL (absolute or relative), for path rules.
+fn return_to_path(rt: &str) -> String {
+    match rt.split_once("://") {
+        Some((_, rest)) => match rest.find('/') {
+            Some(i) => rest[i..].to_string(),
+            None => "/".into(),
+        },
+        None => rt.to_string(),
+    }
 }
 
 fn query(req: &Request<()>) -> HashMap<String, String> {
@@ -105,7 +205,19 @@ pub async fn challenge(cx: &Context, req: &Request<()>, why: Option<Invalid>) ->
             .or_else(|| return_to::check(path, &cx.public_url, &[]).ok())
             .unwrap_or_else(ReturnTo::root);
         cx.metrics.request("redirect_login");
-        begin(cx, rt).await
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        begin(
+            cx,
+            rt,
+            Hints {
+                host,
+                ..Hints::default()
+            },
+        )
+        .await
     } else {
         cx.metrics.request("unauthenticated");
         let login = format!(
@@ -133,14 +245,71 @@ pub async fn challenge(cx: &Context, req: &Request<()>, why: Option<Invalid>) ->
     resp
 }
 
-/// Starts a login towards `return_to` at the default provider (OIDC when configured,
-/// else SAML): a fresh transaction cookie and a redirect to the IdP.
-pub async fn begin(cx: &Context, return_to: ReturnTo) -> Response<Body> {
-    match (&cx.login.oidc, &cx.login.saml) {
-        (Some(p), _) => begin_oidc(cx, p, return_to).await,
-        (None, Some(s)) => begin_saml(cx, s, None, return_to),
-        (None, None) => unreachable!("config validation requires a login method"),
+/// Starts a login towards `return_to` at the provider the hints pick (see `Login::choose`):
+/// a fresh transaction cookie and a redirect to the IdP, or the chooser page.
+pub async fn begin(cx: &Context, return_to: ReturnTo, hints: Hints<'_>) -> Response<Body> {
+    match cx.login.choose(hints, &return_to) {
+        Choice::Oidc(p) => begin_oidc(cx, p, return_to, hints.login_hint).await,
+        Choice::Saml(name) => match &cx.login.saml {
+            Some(s) => begin_saml(cx, s, name.as_deref(), return_to),
+            None => unreachable!("config validation requires a login method"),
+        },
+        Choice::Chooser => chooser(cx, &return_to),
+        Choice::Unknown(name) => rescue(
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                Party::Downstream,
+                "There is no such sign-in option.",
+                format!("unknown provider `{name}`"),
+            ),
+            false,
+        ),
     }
+}
+
+/// The sign-in page: one link per provider, and an email field for domain rules.
+fn chooser(cx: &Context, return_to: &ReturnTo) -> Response<Body> {
+    let start = format!("{}/start", cx.routes.prefix());
+    let rd: String = url::form_urlencoded::byte_serialize(return_to.as_str().as_bytes()).collect();
+    let links: String = cx
+        .login
+        .provider_names()
+        .iter()
+        .map(|n| {
+            let q: String = url::form_urlencoded::byte_serialize(n.as_bytes()).collect();
+            format!(
+                "<li><a href=\"{}\">Sign in with {}</a></li>",
+                html_escape(&format!("{start}?provider={q}&rd={rd}")),
+                html_escape(n)
+            )
+        })
+        .collect();
+    let email_form = if cx
+        .login
+        .choice
+        .rules
+        .iter()
+        .any(|r| !r.email_domains.is_empty())
+    {
+        format!(
+            "<form method=\"get\" action=\"{}\"><label>Work email <input type=\"email\" name=\"login_hint\" autocomplete=\"email\" required></label>\
+             <input type=\"hidden\" name=\"rd\" value=\"{}\"><button>Continue</button></form>",
+            html_escape(&start),
+            html_escape(return_to.as_str())
+        )
+    } else {
+        String::new()
+    };
+    cx.metrics.request("chooser");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(full_body(format!(
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in</title></head>\
+             <body><main><h1>Sign in</h1>{email_form}<ul>{links}</ul></main></body></html>\n"
+        )))
+        .expect("static page")
 }
 
 fn idp_unavailable(detail: String) -> Response<Body> {
@@ -165,14 +334,20 @@ fn redirect_with_tx(cx: &Context, url: &str, tx: &LoginTx) -> Response<Body> {
     resp
 }
 
-async fn begin_oidc(cx: &Context, p: &oidc::Provider, return_to: ReturnTo) -> Response<Body> {
-    let auth = match p.authorize().await {
+async fn begin_oidc(
+    cx: &Context,
+    p: &oidc::Provider,
+    return_to: ReturnTo,
+    login_hint: Option<&str>,
+) -> Response<Body> {
+    let auth = match p.authorize(login_hint).await {
         Ok(a) => a,
         Err(e) => return idp_unavailable(e.to_string()),
     };
     let tx = LoginTx {
         state: auth.state,
         proto: TxProto::Oidc {
+            provider: p.name().to_string(),
             nonce: auth.nonce,
             pkce_verifier: auth.pkce_verifier,
         },
@@ -243,10 +418,24 @@ fn checked_rd(cx: &Context, req: &Request<()>) -> Result<ReturnTo, Response<Body
     })
 }
 
-/// `start?rd=…`: begins a login after checking the return URL against the allow-list.
+/// `start?rd=…[&provider=…][&login_hint=…]`: begins a login after checking the return URL
+/// against the allow-list.
 pub async fn start(cx: &Context, req: &Request<()>) -> Response<Body> {
+    let q = query(req);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let hints = Hints {
+        provider: q.get("provider").map(String::as_str),
+        host,
+        login_hint: q
+            .get("login_hint")
+            .map(String::as_str)
+            .filter(|h| !h.is_empty() && h.len() <= 256 && !h.chars().any(char::is_control)),
+    };
     match checked_rd(cx, req) {
-        Ok(rt) => begin(cx, rt).await,
+        Ok(rt) => begin(cx, rt, hints).await,
         Err(resp) => resp,
     }
 }
@@ -303,9 +492,9 @@ fn login_failed(
 /// The IdP's redirect back: checks the transaction, exchanges the code, verifies the ID
 /// token, maps the identity, and starts a new session (new id; old cookies cleared).
 pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
-    let Some(provider) = &cx.login.oidc else {
+    if cx.login.oidc.is_empty() {
         return not_enabled(req, "OIDC");
-    };
+    }
     let q = query(req);
     if let Some(err) = q.get("error") {
         let detail = format!(
@@ -332,6 +521,7 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
         Err(e) => return tx_refused(cx, e),
     };
     let TxProto::Oidc {
+        provider,
         nonce,
         pkce_verifier,
     } = &tx.proto
@@ -340,6 +530,21 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
             cx,
             "wrong_protocol",
             "an OIDC callback for a SAML login transaction".into(),
+            StatusCode::BAD_REQUEST,
+            Party::Downstream,
+            "This sign-in link is no longer valid. Please start again.",
+        );
+    };
+    // The provider the login was sent to (sealed in the transaction; older ones: the default).
+    let Some(provider) = (if provider.is_empty() {
+        cx.login.oidc.first()
+    } else {
+        cx.login.oidc_named(provider)
+    }) else {
+        return login_failed(
+            cx,
+            "unknown_provider",
+            format!("transaction names provider `{provider}`, which is not configured"),
             StatusCode::BAD_REQUEST,
             Party::Downstream,
             "This sign-in link is no longer valid. Please start again.",

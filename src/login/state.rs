@@ -36,6 +36,9 @@ pub struct LoginTx {
 pub enum TxProto {
     /// An OIDC authorization code flow.
     Oidc {
+        /// The provider it was sent to (its name in the config).
+        #[serde(default)]
+        provider: String,
         /// The `nonce` sent to the IdP.
         nonce: String,
         /// The PKCE verifier, when PKCE is on.

@@ -132,23 +132,15 @@ fn minimal_config_loads_with_the_documented_defaults() {
     assert_eq!(c.session.cookie_name, "_sidegate");
     assert!(c.session.cookie_secure);
     assert_eq!(c.session.same_site, SameSite::Lax);
-    assert!(c.oidc.as_ref().unwrap().pkce);
-    assert_eq!(c.oidc.as_ref().unwrap().clock_skew, Duration::from_secs(60));
-    assert!(c
-        .oidc
-        .as_ref()
-        .unwrap()
-        .scopes
-        .iter()
-        .any(|s| s == "openid"));
+    assert!(c.oidc[0].pkce);
+    assert_eq!(c.oidc[0].clock_skew, Duration::from_secs(60));
+    assert!(c.oidc[0].scopes.iter().any(|s| s == "openid"));
+    assert_eq!(c.oidc[0].name, "oidc");
     assert_eq!(c.assertion.lifetime, Duration::from_secs(5 * 60));
     assert_eq!(c.assertion.audience, "https://app.example.com");
     // The secrets come from the files, the client secret without its trailing newline.
-    assert_eq!(
-        c.oidc.as_ref().unwrap().client_secret.expose(),
-        CLIENT_SECRET
-    );
-    assert_eq!(c.oidc.as_ref().unwrap().client_id, "c");
+    assert_eq!(c.oidc[0].client_secret.expose(), CLIENT_SECRET);
+    assert_eq!(c.oidc[0].client_id, "c");
     assert_eq!(c.session.keys.len(), 1);
     assert_eq!(c.assertion.keys.all().len(), 1);
 }
@@ -242,10 +234,7 @@ fn client_secret_is_read_from_the_env_var_named_by_client_secret_env() {
         .replace("[oidc]\n", "[oidc]\nclient_secret_env = \"MY_SECRET\"\n");
     let env = Env::from([("MY_SECRET".to_string(), "from-the-env".to_string())]);
     let c = d.load_env(&text, &env).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        c.oidc.as_ref().unwrap().client_secret.expose(),
-        "from-the-env"
-    );
+    assert_eq!(c.oidc[0].client_secret.expose(), "from-the-env");
     // Unset variable: a problem naming the key, not an empty secret.
     let err = d
         .load_env(&text, &Env::new())
@@ -295,7 +284,7 @@ fn env_override_wins_over_the_file() {
         "fromenv".to_string(),
     )]);
     let c = d.load_env(MINIMAL, &env).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.oidc.as_ref().unwrap().client_id, "fromenv");
+    assert_eq!(c.oidc[0].client_id, "fromenv");
 }
 
 #[test]
@@ -551,6 +540,46 @@ fn policy_routes_are_checked_at_start() {
     ] {
         assert_problem(&err, key);
     }
+}
+
+#[test]
+fn several_oidc_providers_and_login_rules_are_checked() {
+    let d = Dir::new();
+    let two = format!(
+        "{MINIMAL}\n[oidc.providers.partner]\nissuer = \"https://partner.example.com\"\nclient_id = \"p\"\nclient_secret_file = \"client-secret\"\n\
+         [login]\nchooser = true\n[[login.rules]]\nprovider = \"partner\"\nemail_domains = [\"Partner.example\"]\n"
+    );
+    let c = d.ok(&two);
+    let names: Vec<&str> = c.oidc.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["oidc", "partner"]);
+    assert_eq!(c.login.rules[0].email_domains, ["partner.example"]);
+    let out = c.redacted_toml();
+    assert!(out.contains("[oidc.providers.partner]"), "{out}");
+    assert!(!out.contains(CLIENT_SECRET));
+
+    let bad = format!(
+        "{MINIMAL}\n[oidc.providers.partner]\nclient_id = \"p\"\nclient_secret = \"inline\"\n\
+         [oidc.providers.\"bad name\"]\nissuer = \"https://x.example\"\n\
+         [login]\n[[login.rules]]\nprovider = \"nobody\"\nhosts = [\"a.example\"]\n[[login.rules]]\nprovider = \"partner\"\n"
+    );
+    let err = d.err(&bad);
+    for key in [
+        "oidc.providers.partner.issuer",
+        "oidc.providers.partner.client_secret",
+        "oidc.providers.bad name",
+        "login.rules[0].provider",
+        "login.rules[1].provider",
+    ] {
+        assert_problem(&err, key);
+    }
+    // A typo inside a provider table is an unknown key.
+    let err = d.err(
+        &format!("{two}\n").replace("client_id = \"p\"", "client_id = \"p\"\nclient_idd = \"q\""),
+    );
+    assert!(
+        keys_of(&err).iter().any(|k| k.contains("client_idd")),
+        "{err}"
+    );
 }
 
 // ---- the binary ---------------------------------------------------------------------------

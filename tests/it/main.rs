@@ -14,6 +14,7 @@ mod lifecycle;
 mod nginx;
 mod oidc;
 mod policy;
+mod providers;
 mod proxy;
 mod redirect;
 mod saml;

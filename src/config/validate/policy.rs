@@ -13,6 +13,7 @@ fn condition(
     key: &str,
     c: &raw::PolicyCondition,
     identity: &IdentityConfig,
+    issuers: &[(String, String)],
 ) -> Option<Condition> {
     for r in &c.roles {
         if !identity.roles.is_empty() && !identity.roles.contains(r) {
@@ -40,7 +41,17 @@ fn condition(
             .iter()
             .map(|d| d.to_ascii_lowercase())
             .collect(),
-        idps: c.idps.clone(),
+        idps: c
+            .idps
+            .iter()
+            .flat_map(|i| {
+                let issuer = issuers
+                    .iter()
+                    .find(|(n, _)| n == i)
+                    .map(|(_, iss)| iss.clone());
+                std::iter::once(i.clone()).chain(issuer)
+            })
+            .collect(),
         claims: c
             .claims
             .iter()
@@ -63,6 +74,7 @@ pub(super) fn build(
     raw: &raw::Policy,
     prefix: Option<&str>,
     identity: &IdentityConfig,
+    issuers: &[(String, String)],
     p: &mut Problems,
 ) -> PolicyConfig {
     let default = match raw.default.as_deref() {
@@ -127,13 +139,13 @@ pub(super) fn build(
             .allow
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| condition(p, &key(&format!("allow[{i}]")), c, identity))
+            .filter_map(|(i, c)| condition(p, &key(&format!("allow[{i}]")), c, identity, issuers))
             .collect();
         let deny: Vec<Condition> = r
             .deny
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| condition(p, &key(&format!("deny[{i}]")), c, identity))
+            .filter_map(|(i, c)| condition(p, &key(&format!("deny[{i}]")), c, identity, issuers))
             .collect();
         let has_rules = !r.allow.is_empty() || !r.deny.is_empty();
         let access = match (r.access.as_deref(), has_rules) {

@@ -172,8 +172,14 @@ impl Provider {
         })
     }
 
-    /// Builds the authorize redirect with fresh state, nonce and PKCE challenge.
-    pub async fn authorize(&self) -> Result<Authorize, OidcError> {
+    /// Its name in the config.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Builds the authorize redirect with fresh state, nonce and PKCE challenge, passing on
+    /// a `login_hint` when the user typed one on the chooser.
+    pub async fn authorize(&self, login_hint: Option<&str>) -> Result<Authorize, OidcError> {
         let d = self.current().await?;
         let client = self.client(&d);
         let state = crate::keys::random_token::<32>();
@@ -189,6 +195,9 @@ impl Provider {
         }
         for (k, v) in &self.cfg.extra_authorize_params {
             req = req.add_extra_param(k.clone(), v.clone());
+        }
+        if let Some(hint) = login_hint {
+            req = req.add_extra_param("login_hint", hint.to_string());
         }
         let mut pkce_verifier = None;
         if self.cfg.pkce {
