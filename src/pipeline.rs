@@ -127,6 +127,10 @@ pub async fn handle(cx: &Context, req: Request<Incoming>, from: Downstream) -> R
             cx.metrics.request("own");
             return login::saml_acs(cx, req, now).await;
         }
+        Endpoint::Own(Own::OidcBackchannelLogout) => {
+            cx.metrics.request("own");
+            return login::oidc_backchannel_logout(cx, req, now).await;
+        }
         Endpoint::Own(Own::Auth) => {
             return auth_request::check(cx, &without_body(req), from.peer, now).await
         }
@@ -341,7 +345,9 @@ async fn own_endpoint(
         Own::SamlSlo => login::saml_slo(cx, req, now),
         Own::SamlAcs => unreachable!("handled with its body in `handle`"),
         Own::Auth => unreachable!("handled with the peer address in `handle`"),
-        Own::Logout => login::logout(cx, req, now),
+        Own::OidcBackchannelLogout => unreachable!("handled with its body in `handle`"),
+        Own::OidcFrontchannelLogout => login::oidc_frontchannel_logout(cx, req, now),
+        Own::Logout => login::logout(cx, req, now).await,
         Own::Userinfo => login::userinfo(cx, req, now),
         Own::Jwks => login::jwks(cx),
         Own::Unknown => rescue(

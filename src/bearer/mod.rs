@@ -91,7 +91,7 @@ pub fn presented(headers: &HeaderMap) -> Option<&str> {
 
 /// Parses a JWKS leniently: keys sidegate cannot use (encryption keys, unknown kty) are
 /// skipped instead of failing the whole set.
-fn parse_jwks(body: &[u8]) -> Result<JwkSet, String> {
+pub fn parse_jwks(body: &[u8]) -> Result<JwkSet, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
     let keys = v
         .get("keys")
@@ -205,6 +205,7 @@ impl Issuer {
             algs: &self.cfg.allowed_algs,
             types: &self.cfg.token_types,
             skew: self.cfg.clock_skew,
+            require_sub: true,
         }
     }
 

@@ -241,7 +241,7 @@ fn idp_session(v: &super::saml::Verified) -> Option<crate::session::IdpSession> 
 }
 
 /// Reads a body, refusing it as soon as it grows past `limit` bytes.
-async fn read_capped(mut body: Body, limit: usize) -> Result<bytes::Bytes, String> {
+pub(super) async fn read_capped(mut body: Body, limit: usize) -> Result<bytes::Bytes, String> {
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("reading the body: {e}"))?;

@@ -4,6 +4,7 @@
 
 mod acs;
 pub mod idp_http;
+mod idp_logout;
 pub mod oidc;
 pub mod return_to;
 pub mod saml;
@@ -18,6 +19,9 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 pub use self::acs::saml_acs;
+pub use self::idp_logout::{
+    backchannel as oidc_backchannel_logout, frontchannel as oidc_frontchannel_logout,
+};
 use self::oidc::OidcError;
 use self::return_to::ReturnTo;
 pub use self::slo::saml_slo;
@@ -599,10 +603,19 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
         Ok(i) => i,
         Err(d) => return denied(cx, d),
     };
+    // The provider's session id, for back- and front-channel logout.
+    let idp_session = claims
+        .get("sid")
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(|sid| crate::session::IdpSession {
+            session_index: sid.to_string(),
+            name_id_format: None,
+        });
     finish_login(
         cx,
         identity,
-        None,
+        idp_session,
         ReturnTo::from_sealed(tx.return_to),
         Some(&tx.state),
         now,
@@ -667,11 +680,15 @@ fn finish_login(
     resp
 }
 
-/// Ends the session: cookies cleared, cached assertion dropped, then back to `rd` if allowed.
-pub fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
+/// Ends the session: cookies cleared, cached assertion dropped; then single logout at the
+/// IdP when it offers one (SAML SLO, or OIDC RP-initiated logout coming back here), else back
+/// to `rd` if allowed. `state` stands for `rd` when an OIDC provider sends the browser back.
+pub async fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
+    let q = query(req);
     // The return URL is checked first: a refused one changes nothing.
-    let rd = match query(req)
+    let rd = match q
         .get("rd")
+        .or(q.get("state").filter(|s| !s.is_empty()))
         .map(|rd| return_to::check(rd, &cx.public_url, &cx.access.allowed_redirect_hosts))
     {
         Some(Ok(rt)) => Some(rt),
@@ -693,6 +710,9 @@ pub fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body
         cx.signer.forget(&s.sid);
         tracing::info!(target: "sidegate::audit", event = "logout", subject = %s.identity.subject, "logout");
         single_logout = slo::begin(cx, &s, rd.as_ref(), now);
+        if single_logout.is_none() {
+            single_logout = rp_initiated(cx, &s, rd.as_ref()).await;
+        }
     }
     let mut resp = single_logout.unwrap_or_else(|| match &rd {
         Some(rt) => redirect(rt.as_str()),
@@ -702,6 +722,30 @@ pub fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     resp
+}
+
+/// OIDC RP-initiated logout for a session from a provider with an `end_session_endpoint`:
+/// the provider ends its session and sends the browser back to our `logout` (register
+/// `<public_url>/.sidegate/logout` as a post-logout redirect URI), carrying `rd` as `state`.
+async fn rp_initiated(
+    cx: &Context,
+    s: &crate::session::Session,
+    rd: Option<&ReturnTo>,
+) -> Option<Response<Body>> {
+    let provider = cx
+        .login
+        .oidc
+        .iter()
+        .find(|p| p.issuer() == s.identity.issuer)?;
+    let back = format!(
+        "{}{}/logout",
+        crate::config::public_origin(&cx.public_url),
+        cx.routes.prefix()
+    );
+    let url = provider
+        .end_session_url(&back, rd.map_or("", |r| r.as_str()))
+        .await?;
+    Some(redirect(&url))
 }
 
 fn signed_out_page() -> Response<Body> {

@@ -24,6 +24,10 @@ pub enum Own {
     SamlSlo,
     /// `logout`.
     Logout,
+    /// `oidc/backchannel-logout`: the provider's logout token (POST).
+    OidcBackchannelLogout,
+    /// `oidc/frontchannel-logout`: the provider's iframe (`iss`, `sid`).
+    OidcFrontchannelLogout,
     /// `userinfo`: the current identity as JSON.
     Userinfo,
     /// `jwks.json`: assertion verification keys.
@@ -85,6 +89,8 @@ impl Routes {
                 "/saml/acs" => Own::SamlAcs,
                 "/saml/slo" => Own::SamlSlo,
                 "/logout" => Own::Logout,
+                "/oidc/backchannel-logout" => Own::OidcBackchannelLogout,
+                "/oidc/frontchannel-logout" => Own::OidcFrontchannelLogout,
                 "/userinfo" => Own::Userinfo,
                 "/jwks.json" => Own::Jwks,
                 r if r == "/auth" || r.starts_with("/auth/") => Own::Auth,

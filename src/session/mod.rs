@@ -98,6 +98,9 @@ pub enum Invalid {
     /// Chunks missing or too many.
     #[error("chunks inconsistent")]
     Chunks,
+    /// The IdP ended the session (back- or front-channel logout).
+    #[error("ended by the IdP")]
+    Revoked,
 }
 
 /// The outcome of looking at a request's cookies.
@@ -113,15 +116,66 @@ pub enum Checked {
     Invalid(Invalid),
 }
 
-/// Session settings plus keys, built once from the config.
+/// Session settings plus keys, built once from the config, and the revocation list.
 pub struct Sessions {
     cfg: SessionConfig,
+    /// IdP logouts (back- and front-channel): key → when. Stateless cookies cannot be
+    /// deleted, so a cookie issued before its IdP session ended is refused instead; entries
+    /// live as long as a session can.
+    revoked: moka::sync::Cache<String, i64>,
+    any_revoked: std::sync::atomic::AtomicBool,
+}
+
+/// What an IdP logout names.
+#[derive(Debug, Clone, Copy)]
+pub enum Revoke<'a> {
+    /// One IdP session (OIDC `sid`, SAML SessionIndex).
+    Sid(&'a str),
+    /// Every session of a subject.
+    Sub(&'a str),
+}
+
+fn revoke_key(issuer: &str, by: Revoke<'_>) -> String {
+    match by {
+        Revoke::Sid(s) => format!("sid\u{0}{issuer}\u{0}{s}"),
+        Revoke::Sub(s) => format!("sub\u{0}{issuer}\u{0}{s}"),
+    }
 }
 
 impl Sessions {
     /// Takes ownership of the session config (keys included).
     pub fn new(cfg: SessionConfig) -> Self {
-        Sessions { cfg }
+        Sessions {
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(cfg.absolute_lifetime)
+                .build(),
+            any_revoked: std::sync::atomic::AtomicBool::new(false),
+            cfg,
+        }
+    }
+
+    /// Ends, from now on, every session of `issuer` that `by` names and that was issued
+    /// before `at` (a later login is a new session).
+    pub fn revoke(&self, issuer: &str, by: Revoke<'_>, at: i64) {
+        self.revoked.insert(revoke_key(issuer, by), at);
+        self.any_revoked
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_revoked(&self, s: &Session) -> bool {
+        if !self.any_revoked.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let hit = |by| {
+            self.revoked
+                .get(&revoke_key(&s.identity.issuer, by))
+                .is_some_and(|at| s.issued <= at)
+        };
+        hit(Revoke::Sub(&s.identity.subject))
+            || s.idp_session
+                .as_ref()
+                .is_some_and(|i| hit(Revoke::Sid(&i.session_index)))
     }
 
     /// The session settings.
@@ -168,6 +222,9 @@ impl Sessions {
             idle_until: p.idle,
             idp_session: p.idp,
         };
+        if self.is_revoked(&session) {
+            return Checked::Invalid(Invalid::Revoked);
+        }
         if touch {
             Checked::Touch(session)
         } else {

@@ -54,6 +54,43 @@
 // "resources":{"jwt":"https://api.sidegate.test",
 // "opaque":"https://opaque.sidegate.test"}}}.
 //
+// Opt-in logout support for the login client (OP_CLIENT_ID), all off unless
+// set; without them the client, discovery and logout page are as before
+// (RP-initiated logout at end_session_endpoint is always on, and the client's
+// post_logout_redirect_uris default to the origins (`/`) of OP_REDIRECT_URIS).
+//   OP_POST_LOGOUT_REDIRECT_URIS  space/comma separated; replaces that default
+//                      list. end_session accepts client_id=<login client>
+//                      (no id_token_hint needed) with
+//                      post_logout_redirect_uri=<one of these>&state=<x>
+//   OP_BACKCHANNEL_LOGOUT_URI     enables OIDC Back-Channel Logout:
+//                      backchannel_logout_uri of the client (http is fine),
+//                      backchannel_logout_session_required=true, so its ID
+//                      tokens carry `sid`. Confirming a logout POSTs
+//                      `logout_token=<JWT>` (form) to it, once per client of
+//                      the OP session that has such a URI, before the
+//                      redirect; the URI must answer 200 or 204.
+//   OP_FRONTCHANNEL_LOGOUT_URI    OIDC Front-Channel Logout, EMULATED here
+//                      (oidc-provider 9 has no such feature): registered as
+//                      the client's frontchannel_logout_uri (session
+//                      required; ID tokens then carry `sid`), discovery
+//                      says frontchannel_logout_(session_)supported. A
+//                      confirmed logout then answers 200 with a page of
+//                      `<iframe class="op-frontchannel-logout" src="<uri>?iss=
+//                      <issuer>&amp;sid=<sid>">` (one per such client of the
+//                      session) whose first <form> is a GET to where the 303
+//                      would have gone (see frontchannelPage below).
+//   OP_TEST_ENDPOINTS  1 = `POST /test/end-sessions?sub=<account>` ends every
+//                      OP session of that account without a browser, as a
+//                      confirmed logout would: back-channel logout to each
+//                      client of the session with a backchannel_logout_uri,
+//                      grants revoked, session destroyed. Answers 200 JSON
+//                      {"sub","sessions":<n>,"backchannel":[{"client_id",
+//                      "sid","ok",("error")}]}.
+// With any of the first three set, the logout confirmation page is plain
+// HTML whose first <form> is "yes, sign me out" (hidden xsrf and logout=yes),
+// the second "no, stay signed in"; POST it and the OP answers 303 to
+// post_logout_redirect_uri?state=<x> (or to its own /session/end/success).
+//
 // Users (password `<name>-pw`): alice (admin), bob (developer),
 // carol (viewer, email not verified), dave (superuser: a role outside a
 // typical allow-list).
@@ -89,6 +126,16 @@ const apiClientSecret = process.env.OP_API_CLIENT_SECRET || 'api-secret';
 const introspectorId = process.env.OP_API_INTROSPECTOR_ID || 'introspector';
 const introspectorSecret = process.env.OP_API_INTROSPECTOR_SECRET || 'introspector-secret';
 const apiTokenTtl = Number(process.env.OP_API_TOKEN_TTL || 600);
+const postLogoutRedirectUris = (process.env.OP_POST_LOGOUT_REDIRECT_URIS || '').split(/[\s,]+/).filter(Boolean);
+const backchannelLogoutUri = process.env.OP_BACKCHANNEL_LOGOUT_URI || '';
+const frontchannelLogoutUri = process.env.OP_FRONTCHANNEL_LOGOUT_URI || '';
+const testEndpoints = process.env.OP_TEST_ENDPOINTS === '1';
+const logoutOptIn = postLogoutRedirectUris.length > 0 || !!backchannelLogoutUri || !!frontchannelLogoutUri;
+for (const [name, uri] of [['OP_BACKCHANNEL_LOGOUT_URI', backchannelLogoutUri],
+  ['OP_FRONTCHANNEL_LOGOUT_URI', frontchannelLogoutUri],
+  ...postLogoutRedirectUris.map((u) => ['OP_POST_LOGOUT_REDIRECT_URIS', u])]) {
+  if (uri && !['http:', 'https:'].includes(URL.parse(uri)?.protocol)) fail(`bad ${name} ${uri}`);
+}
 if (apiEnabled) {
   if (!Number.isSafeInteger(apiTokenTtl) || apiTokenTtl <= 0) fail(`bad OP_API_TOKEN_TTL ${process.env.OP_API_TOKEN_TTL}`);
   if (new Set([clientId, apiClientId, introspectorId]).size !== 3) {
@@ -239,17 +286,125 @@ const apiClients = [{
   id_token_signed_response_alg: 'RS256',
 }];
 
+// ---- opt-in logout support (OP_POST_LOGOUT_REDIRECT_URIS, OP_*_LOGOUT_URI) --
+function esc(s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+}
+
+// The logout confirmation page (end_session with an OP session). The
+// library's default page has one form holding only the xsrf input, and its
+// two buttons sit outside it (form="op.logoutForm"), so a simple client that
+// submits the first form's inputs would send "no". Here the first form is
+// "yes" (logout=yes as a hidden input), the second "no". Both post the xsrf
+// secret the library just put into the session to its own confirm route.
+async function logoutSource(ctx) {
+  const action = esc(ctx.oidc.urlFor('end_session_confirm'));
+  const xsrf = `<input type="hidden" name="xsrf" value="${esc(ctx.oidc.session.state.secret)}"/>`;
+  ctx.body = `<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>Sign out</title></head>
+<body>
+<h1>Do you want to sign out from ${esc(ctx.host)}?</h1>
+<form id="op.logoutForm" method="post" action="${action}">
+  ${xsrf}
+  <input type="hidden" name="logout" value="yes"/>
+  <button autofocus type="submit">Yes, sign me out</button>
+</form>
+<form id="op.stayForm" method="post" action="${action}">
+  ${xsrf}
+  <button type="submit">No, stay signed in</button>
+</form>
+</body>
+</html>`;
+}
+
+// Back-channel logout POSTs go through oidc-provider's fetch helper, which
+// hands `configuration.fetch` an undici dispatcher that drops connections to
+// special-use addresses (loopback included: SSRF protection). Our RPs listen
+// on loopback, so for loopback targets that dispatcher is left out.
+const LOOPBACK_HOSTS = new Set(['localhost', '[::1]']);
+function loopbackFetch(url, options) {
+  const host = new URL(url).hostname;
+  if (LOOPBACK_HOSTS.has(host) || /^127\.\d+\.\d+\.\d+$/.test(host)) {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  }
+  return globalThis.fetch(url, options);
+}
+
+// Front-channel logout, which oidc-provider 9 does not implement (its
+// features.frontchannelLogout is an "Unknown feature configuration"): the
+// client's frontchannel_logout_uri is extra client metadata, and a middleware
+// around the confirm route (installed below) turns its 303 into this page
+// when the ending session had logged in to a client with such a URI. Which
+// clients: the same rule the library applies to back-channel logout (all of
+// the session's clients on "yes", only the requesting client on "no").
+// The first form continues to where the 303 pointed: a GET whose action
+// keeps the target's query for clients that send a GET form's action as is,
+// and repeats it as hidden inputs for browsers (which replace the query).
+function frontchannelPage(target, frames) {
+  const u = new URL(target);
+  const inputs = [...u.searchParams].map(([k, v]) => `<input type="hidden" name="${esc(k)}" value="${esc(v)}"/>`);
+  const iframes = frames.map(({ clientId: id, src }) => `<iframe class="op-frontchannel-logout" data-client-id="${esc(id)}"`
+    + ` src="${esc(src)}" width="0" height="0" style="display:none"></iframe>`);
+  return `<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>Signing out</title></head>
+<body>
+<h1>Signing out</h1>
+<form id="op.continue" method="get" action="${esc(target)}">
+  ${inputs.join('\n  ')}
+  <button type="submit">Continue</button>
+</form>
+${iframes.join('\n')}
+<script>
+(function () {
+  var frames = document.querySelectorAll('iframe.op-frontchannel-logout');
+  var left = frames.length, done = false;
+  function go() { if (!done) { done = true; document.getElementById('op.continue').submit(); } }
+  frames.forEach(function (f) { f.addEventListener('load', function () { if (--left <= 0) go(); }); });
+  setTimeout(go, 2500);
+})();
+</script>
+</body>
+</html>`;
+}
+
+function frontchannelSrc(client, issuer, sid) {
+  const u = new URL(client.frontchannel_logout_uri);
+  if (client.frontchannel_logout_session_required) {
+    u.searchParams.set('iss', issuer);
+    if (sid) u.searchParams.set('sid', sid);
+  }
+  return u.href;
+}
+
+const loginClient = {
+  client_id: clientId,
+  client_secret: clientSecret,
+  redirect_uris: redirectUris,
+  post_logout_redirect_uris: postLogoutRedirectUris.length > 0
+    ? postLogoutRedirectUris
+    : [...new Set(redirectUris.map((u) => new URL('/', u).href))],
+  response_types: ['code'],
+  grant_types: ['authorization_code', 'refresh_token'],
+  token_endpoint_auth_method: clientAuth,
+  id_token_signed_response_alg: 'RS256',
+};
+if (backchannelLogoutUri) {
+  // backchannel_logout_uri only needs to be a web (http or https) URI, for
+  // `web` clients too (only redirect_uris of implicit web clients must be https)
+  loginClient.backchannel_logout_uri = backchannelLogoutUri;
+  loginClient.backchannel_logout_session_required = true;
+}
+if (frontchannelLogoutUri) {
+  loginClient.frontchannel_logout_uri = frontchannelLogoutUri;
+  loginClient.frontchannel_logout_session_required = true;
+}
+
 const configuration = {
-  clients: [{
-    client_id: clientId,
-    client_secret: clientSecret,
-    redirect_uris: redirectUris,
-    post_logout_redirect_uris: [...new Set(redirectUris.map((u) => new URL('/', u).href))],
-    response_types: ['code'],
-    grant_types: ['authorization_code', 'refresh_token'],
-    token_endpoint_auth_method: clientAuth,
-    id_token_signed_response_alg: 'RS256',
-  }, ...(apiEnabled ? apiClients : [])],
+  clients: [loginClient, ...(apiEnabled ? apiClients : [])],
   findAccount,
   jwks: freshJwks(),
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
@@ -287,6 +442,32 @@ if (apiEnabled) {
   configuration.extraTokenClaims = extraTokenClaims;
   configuration.ttl.ClientCredentials = apiTokenTtl;
 }
+if (logoutOptIn) {
+  configuration.features.rpInitiatedLogout = { enabled: true, logoutSource };
+}
+if (backchannelLogoutUri) {
+  configuration.features.backchannelLogout = { enabled: true };
+  configuration.fetch = loopbackFetch;
+}
+if (frontchannelLogoutUri) {
+  configuration.extraClientMetadata = {
+    properties: ['frontchannel_logout_uri', 'frontchannel_logout_session_required'],
+    validator(ctx, key, value) {
+      if (value === undefined) return;
+      if (key === 'frontchannel_logout_uri'
+          && !['http:', 'https:'].includes(URL.parse(value)?.protocol)) {
+        throw new errors.InvalidClientMetadata('frontchannel_logout_uri must be a web uri');
+      }
+      if (key === 'frontchannel_logout_session_required' && typeof value !== 'boolean') {
+        throw new errors.InvalidClientMetadata('frontchannel_logout_session_required must be a boolean');
+      }
+    },
+  };
+  configuration.discovery = {
+    frontchannel_logout_supported: true,
+    frontchannel_logout_session_supported: true,
+  };
+}
 
 // ---- listen first: the issuer must carry the real (maybe ephemeral) port ---
 const server = http.createServer();
@@ -300,6 +481,93 @@ server.listen(port, '127.0.0.1', () => {
       const t = Date.now();
       await next();
       console.error(`${ctx.method} ${ctx.url} -> ${ctx.status} ${Date.now() - t}ms`);
+    });
+  }
+
+  if (frontchannelLogoutUri) {
+    // ID tokens carry `sid` for clients that need it for back-channel logout
+    // (the library's rule); front-channel logout with sessions needs it too.
+    const { includeSid } = provider.Client.prototype;
+    provider.Client.prototype.includeSid = function includeSidForFrontchannel() {
+      return includeSid.call(this)
+        || !!(this.frontchannel_logout_uri && this.frontchannel_logout_session_required);
+    };
+
+    // Around the library's logout confirmation: read the session before it
+    // ends, and replace a successful 303 by the iframe page when needed.
+    const confirmPath = provider.pathFor('end_session_confirm');
+    provider.use(async (ctx, next) => {
+      if (ctx.method !== 'POST' || ctx.path !== confirmPath) return next();
+      const before = await provider.Session.get(ctx);
+      const authorizations = { ...before.authorizations };
+      const requester = before.state?.clientId;
+      await next();
+      const target = ctx.response.get('location');
+      if (ctx.status !== 303 || !target) return undefined;
+      const everyone = !!ctx.oidc.params.logout;
+      const frames = [];
+      for (const [id, { sid } = {}] of Object.entries(authorizations)) {
+        if (!everyone && id !== requester) continue;
+        const client = await provider.Client.find(id).catch(() => undefined);
+        if (client?.frontchannel_logout_uri) {
+          frames.push({ clientId: id, src: frontchannelSrc(client, provider.issuer, sid) });
+        }
+      }
+      if (frames.length === 0) return undefined;
+      ctx.remove('location');
+      ctx.status = 200;
+      ctx.type = 'html';
+      ctx.body = frontchannelPage(target, frames);
+      return undefined;
+    });
+  }
+
+  if (testEndpoints) {
+    // Which sessions belong to whom: the memory adapter cannot be searched,
+    // so remember every saved session's id (stale ids just fail to load).
+    const sessionIds = new Map();
+    provider.on('session.saved', (session) => {
+      if (!session.accountId) return;
+      if (!sessionIds.has(session.accountId)) sessionIds.set(session.accountId, new Set());
+      sessionIds.get(session.accountId).add(session.jti);
+    });
+
+    // What a confirmed "yes" logout does (the library's end_session confirm
+    // action), for every session of one account: the library's own
+    // Client#backchannelLogout, grant revocation, Session#destroy.
+    provider.use(async (ctx, next) => {
+      if (ctx.path !== '/test/end-sessions') return next();
+      if (ctx.method !== 'POST') ctx.throw(405);
+      const sub = ctx.query.sub;
+      if (typeof sub !== 'string' || !sub) ctx.throw(400, 'sub query parameter required');
+      const result = { sub, sessions: 0, backchannel: [] };
+      for (const id of sessionIds.get(sub) || []) {
+        sessionIds.get(sub).delete(id);
+        const session = await provider.Session.find(id);
+        if (!session || session.accountId !== sub) continue;
+        result.sessions += 1;
+        for (const [cid, auth] of Object.entries(session.authorizations || {})) {
+          const client = await provider.Client.find(cid).catch(() => undefined);
+          if (client?.backchannelLogoutUri) {
+            try {
+              await client.backchannelLogout(sub, auth.sid);
+              result.backchannel.push({ client_id: cid, sid: auth.sid, ok: true });
+            } catch (err) {
+              console.error(`provider.mjs: back-channel logout to ${cid} failed:`, err);
+              result.backchannel.push({ client_id: cid, sid: auth.sid, ok: false, error: String(err.message) });
+            }
+          }
+          if (auth.grantId && !auth.persistsLogout) {
+            await Promise.all([provider.AccessToken, provider.RefreshToken, provider.AuthorizationCode]
+              .map((model) => model.revokeByGrantId(auth.grantId)));
+            await provider.Grant.adapter.destroy(auth.grantId);
+          }
+        }
+        await session.destroy();
+      }
+      ctx.type = 'json';
+      ctx.body = result;
+      return undefined;
     });
   }
 
@@ -334,6 +602,12 @@ server.listen(port, '127.0.0.1', () => {
   });
 
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  if (backchannelLogoutUri) {
+    // the library finishes the logout anyway; make a failed POST visible
+    provider.on('backchannel.error', (ctx, err, client, accountId, sid) => {
+      console.error(`provider.mjs: back-channel logout to ${client.clientId} (sub ${accountId}, sid ${sid}) failed:`, err);
+    });
+  }
 
   server.on('request', provider.callback());
   const ready = { issuer };

@@ -9,6 +9,7 @@ use crate::support::{client, config_text, load, Bound, Keys, Sidecar};
 struct World {
     sidecar: Sidecar,
     upstream: Upstream,
+    op_issuer: String,
     _op: Op,
     _keys: Keys,
 }
@@ -26,6 +27,7 @@ async fn world(extra: &[(&str, &str)]) -> World {
     World {
         sidecar,
         upstream,
+        op_issuer: op.issuer.clone(),
         _op: op,
         _keys: keys,
     }
@@ -102,7 +104,8 @@ async fn full_login_forwards_identity_and_a_verifiable_assertion() {
         .unwrap();
     assert_eq!(header_values(&again, "x-sidegate-assertion"), [assertion]);
 
-    // Logout clears the session: the same browser is sent to the IdP again.
+    // Logout clears the session here and sends the browser on to the provider's
+    // end_session_endpoint (RP-initiated logout), which comes back to our logout page.
     let out = b
         .request(
             reqwest::Method::GET,
@@ -110,7 +113,17 @@ async fn full_login_forwards_identity_and_a_verifiable_assertion() {
             None,
         )
         .await;
-    assert_eq!(out.status(), 200);
+    assert_eq!(out.status(), 302);
+    let end = out.headers()["location"].to_str().unwrap().to_string();
+    assert!(end.starts_with(&w.op_issuer), "{end}");
+    let back: String =
+        url::form_urlencoded::byte_serialize(w.sidecar.url("/.sidegate/logout").as_bytes())
+            .collect();
+    assert!(
+        end.contains(&format!("post_logout_redirect_uri={back}"))
+            && end.contains("client_id=sidegate"),
+        "{end}"
+    );
     let after = b
         .request(reqwest::Method::GET, &w.sidecar.url("/whoami"), None)
         .await;

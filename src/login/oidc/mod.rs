@@ -3,6 +3,7 @@
 //! check (`id_token`) and the optional userinfo call.
 
 pub mod id_token;
+pub mod logout_token;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +21,9 @@ use serde_json::{Map, Value};
 use self::id_token::{Expect, IdTokenError};
 use super::idp_http::IdpHttp;
 use crate::config::OidcConfig;
+
+/// Oldest `iat` a logout token may have.
+const LOGOUT_TOKEN_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// Why the IdP part of a login failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,29 @@ pub enum OidcError {
 struct Discovered {
     metadata: CoreProviderMetadata,
     jwks: CoreJsonWebKeySet,
+    /// The same keys for the logout-token check (jsonwebtoken's form).
+    logout_keys: jsonwebtoken::jwk::JwkSet,
+    /// RP-initiated logout, when the provider offers it.
+    end_session: Option<url::Url>,
+}
+
+impl Discovered {
+    fn new(
+        metadata: CoreProviderMetadata,
+        jwks: CoreJsonWebKeySet,
+        end_session: Option<url::Url>,
+    ) -> Self {
+        let logout_keys = serde_json::to_vec(&jwks)
+            .ok()
+            .and_then(|b| crate::bearer::parse_jwks(&b).ok())
+            .unwrap_or(jsonwebtoken::jwk::JwkSet { keys: Vec::new() });
+        Discovered {
+            metadata,
+            jwks,
+            logout_keys,
+            end_session,
+        }
+    }
 }
 
 /// A login to send the browser to.
@@ -69,6 +96,8 @@ pub struct Provider {
     // moka's get-with coalesces concurrent fetches: a burst of callbacks makes one request.
     discovered: moka::future::Cache<(), Arc<Discovered>>,
     last_jwks_refresh: Mutex<Option<Instant>>,
+    /// Logout-token `jti`s already used.
+    used_jti: moka::sync::Cache<String, ()>,
 }
 
 impl Provider {
@@ -84,6 +113,10 @@ impl Provider {
             cfg,
             discovered: moka::future::Cache::builder().max_capacity(1).build(),
             last_jwks_refresh: Mutex::new(None),
+            used_jti: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(LOGOUT_TOKEN_MAX_AGE * 2)
+                .build(),
         }
     }
 
@@ -100,12 +133,35 @@ impl Provider {
     async fn current(&self) -> Result<Arc<Discovered>, OidcError> {
         self.discovered
             .try_get_with((), async {
-                let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+                // Read the document ourselves (openidconnect's discovery drops what it has no
+                // field for, e.g. end_session_endpoint), then check it as discovery would.
+                let url = format!("{}/.well-known/openid-configuration", self.issuer.as_str());
+                let req = ::http::Request::get(&url)
+                    .header("accept", "application/json")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string())?;
+                let resp = self.http.send(req).await.map_err(|e| e.to_string())?;
+                if !resp.status().is_success() {
+                    return Err(format!("{url}: status {}", resp.status()));
+                }
+                let metadata: CoreProviderMetadata = serde_json::from_slice(resp.body())
+                    .map_err(|e| format!("{url}: not a discovery document: {e}"))?;
+                if metadata.issuer() != &self.issuer {
+                    return Err(format!(
+                        "{url}: issuer `{}` is not the configured `{}`",
+                        metadata.issuer().as_str(),
+                        self.issuer.as_str()
+                    ));
+                }
+                let end_session = serde_json::from_slice::<Value>(resp.body())
+                    .ok()
+                    .and_then(|v| v.get("end_session_endpoint")?.as_str().map(str::to_string))
+                    .and_then(|s| url::Url::parse(&s).ok());
+                let jwks = CoreJsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.http)
                     .await
                     .map_err(|e| crate::error::chain(&e))?;
-                let jwks = metadata.jwks().clone();
                 tracing::info!(issuer = %self.issuer.as_str(), keys = jwks.keys().len(), "IdP discovery and JWKS loaded");
-                Ok::<_, String>(Arc::new(Discovered { metadata, jwks }))
+                Ok::<_, String>(Arc::new(Discovered::new(metadata, jwks, end_session)))
             })
             .await
             .map_err(|e: Arc<String>| OidcError::NotReady(e.to_string()))
@@ -126,10 +182,11 @@ impl Provider {
                     keys = jwks.keys().len(),
                     "JWKS refreshed after an unknown kid"
                 );
-                let fresh = Arc::new(Discovered {
-                    metadata: d.metadata.clone(),
+                let fresh = Arc::new(Discovered::new(
+                    d.metadata.clone(),
                     jwks,
-                });
+                    d.end_session.clone(),
+                ));
                 self.discovered.insert((), fresh.clone()).await;
                 Some(fresh)
             }
@@ -299,6 +356,53 @@ impl Provider {
     /// The issuer as configured (recorded in sessions).
     pub fn issuer(&self) -> &str {
         self.issuer.as_str()
+    }
+
+    /// The RP-initiated logout URL (`end_session_endpoint` with our client id, where to come
+    /// back and `state`), when the provider has one and discovery is loaded.
+    pub async fn end_session_url(&self, post_logout: &str, state: &str) -> Option<String> {
+        let d = self.discovered.get(&()).await?;
+        let mut url = d.end_session.clone()?;
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.cfg.client_id)
+            .append_pair("post_logout_redirect_uri", post_logout)
+            .append_pair("state", state);
+        Some(url.into())
+    }
+
+    /// Checks a back-channel logout token (one refresh of the keys on an unknown `kid`; each
+    /// `jti` once).
+    pub async fn verify_logout_token(
+        &self,
+        raw: &str,
+        now: i64,
+    ) -> Result<logout_token::LogoutToken, String> {
+        let d = self.current().await.map_err(|e| e.to_string())?;
+        let expect = logout_token::Expect {
+            issuer: d.metadata.issuer().as_str(),
+            client_id: &self.cfg.client_id,
+            algs: &self.cfg.allowed_algs,
+            skew: self.cfg.clock_skew,
+            max_age: LOGOUT_TOKEN_MAX_AGE,
+        };
+        let unknown_key =
+            logout_token::LogoutTokenError::Token(crate::bearer::token::TokenError::UnknownKey);
+        let t = match logout_token::verify(raw, &d.logout_keys, &expect, now) {
+            Err(e) if e == unknown_key => match self.refresh_jwks(&d).await {
+                Some(fresh) => logout_token::verify(raw, &fresh.logout_keys, &expect, now),
+                None => Err(e),
+            },
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
+        let mut fresh = false;
+        self.used_jti.entry(t.jti.clone()).or_insert_with(|| {
+            fresh = true;
+        });
+        if !fresh {
+            return Err("logout token replayed (jti seen before)".into());
+        }
+        Ok(t)
     }
 
     /// Retries discovery with backoff until it succeeds or `stop` resolves.
