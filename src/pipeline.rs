@@ -79,6 +79,7 @@ impl Context {
                     .map(|o| Arc::new(login::oidc::Provider::new(o, redirect.clone())))
                     .collect(),
                 choice: cfg.login,
+                flights: Default::default(),
                 saml,
                 used,
             },
@@ -259,11 +260,32 @@ pub async fn authenticate(
             };
         }
     }
-    let (session, cookies) = match cx.sessions.check(headers, now) {
-        Checked::Valid(s) => (s, Vec::new()),
-        Checked::Touch(s) => cx.sessions.touch(s, now),
+    let (session, touch) = match cx.sessions.check(headers, now) {
+        Checked::Valid(s) => (s, false),
+        Checked::Touch(s) => (s, true),
         Checked::Absent => return Authenticated::No(NoCredential::Absent),
         Checked::Invalid(why) => return Authenticated::No(NoCredential::BadCookie(why)),
+    };
+    // Due for a refresh: new claims (and cookie) before anything is decided on them.
+    let (session, touch) = match session.refresh_due(unix(now)) {
+        None => (session, touch),
+        Some(rt) => match login::refresh::refresh(cx, &session, rt, now).await {
+            Ok(fresh) => (fresh, true),
+            Err(login::oidc::RefreshError::Unavailable(why)) => {
+                tracing::warn!(reason = %why, "session refresh postponed: provider unavailable");
+                (session, touch)
+            }
+            Err(login::oidc::RefreshError::Rejected(why)) => {
+                tracing::info!(target: "sidegate::audit", event = "refresh", outcome = "failure",
+                    subject = %session.identity.subject, reason = %why, "session ended: refresh failed");
+                return Authenticated::No(NoCredential::BadCookie(Invalid::RefreshFailed));
+            }
+        },
+    };
+    let (session, cookies) = if touch {
+        cx.sessions.touch(session, now)
+    } else {
+        (session, Vec::new())
     };
     Authenticated::Yes {
         headers: cx.signer.identity_headers(&session, audience, now),

@@ -151,6 +151,9 @@ pub struct OidcConfig {
     pub http_timeout: Duration,
     /// At most one JWKS refresh per this interval when an unknown `kid` shows up.
     pub jwks_min_refresh_interval: Duration,
+    /// Renew sessions with the refresh token this often (claims re-read, policy re-judged);
+    /// `None`: no refresh, the session lives its lifetime on the login's claims.
+    pub refresh_interval: Option<Duration>,
 }
 
 /// One issuer whose access tokens API clients may present instead of a session.

@@ -121,6 +121,7 @@ pub struct Oidc {
     pub userinfo: Option<bool>,
     pub http_timeout: Option<String>,
     pub jwks_min_refresh_interval: Option<String>,
+    pub refresh_interval: Option<String>,
     // More providers: [oidc.providers.<name>].
     pub providers: BTreeMap<String, OidcProvider>,
 }
@@ -141,6 +142,7 @@ pub struct OidcProvider {
     pub userinfo: Option<bool>,
     pub http_timeout: Option<String>,
     pub jwks_min_refresh_interval: Option<String>,
+    pub refresh_interval: Option<String>,
 }
 
 impl Oidc {
@@ -160,6 +162,7 @@ impl Oidc {
             userinfo: self.userinfo,
             http_timeout: self.http_timeout.clone(),
             jwks_min_refresh_interval: self.jwks_min_refresh_interval.clone(),
+            refresh_interval: self.refresh_interval.clone(),
         }
     }
 }
@@ -206,6 +209,7 @@ pub struct BearerIssuer {
     pub token_types: Option<Vec<String>>,
     pub clock_skew: Option<String>,
     pub jwks_min_refresh_interval: Option<String>,
+    pub refresh_interval: Option<String>,
     pub http_timeout: Option<String>,
     pub introspection: Option<bool>,
     pub introspection_url: Option<String>,

@@ -988,6 +988,10 @@ pub(super) fn describe(c: &Config) -> String {
         ("userinfo", V::Boolean(o.userinfo)),
         ("http_timeout", d(o.http_timeout)),
         ("jwks_min_refresh_interval", d(o.jwks_min_refresh_interval)),
+        (
+            "refresh_interval",
+            o.refresh_interval.map_or_else(|| s("off"), d),
+        ),
     ]) {
         V::Table(t) => t,
         _ => unreachable!("table() builds a table"),

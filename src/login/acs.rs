@@ -237,6 +237,7 @@ fn idp_session(v: &super::saml::Verified) -> Option<crate::session::IdpSession> 
         .map(|session_index| crate::session::IdpSession {
             session_index,
             name_id_format: v.name_id_format.clone(),
+            ..Default::default()
         })
 }
 

@@ -6,6 +6,7 @@ mod acs;
 pub mod idp_http;
 mod idp_logout;
 pub mod oidc;
+pub mod refresh;
 pub mod return_to;
 pub mod saml;
 mod slo;
@@ -40,6 +41,8 @@ pub struct Login {
     pub saml: Option<Arc<saml::Saml>>,
     /// Which provider a login goes to.
     pub choice: LoginConfig,
+    /// Session refreshes in flight.
+    pub flights: refresh::Flights,
     /// States already consumed.
     pub used: UsedStates,
 }
@@ -564,7 +567,7 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
             "This sign-in link is no longer valid. Please start again.",
         );
     };
-    let claims = match provider
+    let (claims, refresh_token) = match provider
         .complete(code, nonce, pkce_verifier.as_deref(), now)
         .await
     {
@@ -603,14 +606,19 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
         Ok(i) => i,
         Err(d) => return denied(cx, d),
     };
-    // The provider's session id, for back- and front-channel logout.
-    let idp_session = claims
+    // The provider's session id (back- and front-channel logout) and refresh token.
+    let sid = claims
         .get("sid")
         .and_then(serde_json::Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(|sid| crate::session::IdpSession {
-            session_index: sid.to_string(),
-            name_id_format: None,
+        .filter(|s| !s.is_empty());
+    let idp_session =
+        (sid.is_some() || refresh_token.is_some()).then(|| crate::session::IdpSession {
+            session_index: sid.unwrap_or_default().to_string(),
+            refresh_due: provider
+                .refresh_interval()
+                .map_or(0, |i| unix(now) + i.as_secs() as i64),
+            refresh_token,
+            ..Default::default()
         });
     finish_login(
         cx,

@@ -51,16 +51,47 @@ struct PayloadV1 {
     x: Vec<(String, serde_json::Value)>,
 }
 
-/// The IdP's handle on a login, kept for single logout: a SAML SessionIndex and the
-/// NameID's format (the NameID itself is the identity's subject).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The IdP's handle on a login: for single logout a SAML SessionIndex and the NameID's
+/// format (the NameID itself is the identity's subject) or an OIDC `sid`; for renewal an
+/// OIDC refresh token (sealed with the rest of the cookie) and when it is next due.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdpSession {
-    /// `SessionIndex` of the AuthnStatement.
+    /// `SessionIndex` of the AuthnStatement, or the ID token's `sid` (may be empty).
     #[serde(rename = "si")]
     pub session_index: String,
     /// `Format` of the NameID, echoed in the LogoutRequest.
     #[serde(rename = "nf", default, skip_serializing_if = "Option::is_none")]
     pub name_id_format: Option<String>,
+    /// The OIDC refresh token, when the provider refreshes sessions.
+    #[serde(rename = "rt", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// When the next refresh is due (Unix seconds).
+    #[serde(rename = "rx", default, skip_serializing_if = "is_zero")]
+    pub refresh_due: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+impl Session {
+    /// The refresh token, if the session is due for a refresh at `now`.
+    pub fn refresh_due(&self, now: i64) -> Option<&str> {
+        let i = self.idp_session.as_ref()?;
+        let rt = i.refresh_token.as_deref()?;
+        (now >= i.refresh_due).then_some(rt)
+    }
+
+    /// The session after a refresh: new identity and refresh token, next due time; the
+    /// id, the IdP session id and the absolute end are kept.
+    pub fn refreshed(&self, identity: Identity, refresh_token: String, due: i64) -> Session {
+        let mut s = self.clone();
+        s.identity = identity;
+        let i = s.idp_session.get_or_insert_with(IdpSession::default);
+        i.refresh_token = Some(refresh_token);
+        i.refresh_due = due.min(s.expires);
+        s
+    }
 }
 
 /// A live session.
@@ -101,6 +132,9 @@ pub enum Invalid {
     /// The IdP ended the session (back- or front-channel logout).
     #[error("ended by the IdP")]
     Revoked,
+    /// The IdP refused to refresh it.
+    #[error("refresh refused")]
+    RefreshFailed,
 }
 
 /// The outcome of looking at a request's cookies.
@@ -175,7 +209,7 @@ impl Sessions {
         hit(Revoke::Sub(&s.identity.subject))
             || s.idp_session
                 .as_ref()
-                .is_some_and(|i| hit(Revoke::Sid(&i.session_index)))
+                .is_some_and(|i| !i.session_index.is_empty() && hit(Revoke::Sid(&i.session_index)))
     }
 
     /// The session settings.

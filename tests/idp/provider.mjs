@@ -91,6 +91,54 @@
 // the second "no, stay signed in"; POST it and the OP answers 303 to
 // post_logout_redirect_uri?state=<x> (or to its own /session/end/success).
 //
+// Opt-in refresh tokens for the login client, off unless OP_REFRESH=1 (the
+// client always lists grant_types [authorization_code, refresh_token] and
+// discovery is the same either way; without OP_REFRESH the library's default
+// rules stay: a refresh token only for scope offline_access, which it honours
+// only with prompt=consent, and rotation only after 70% of its lifetime).
+//   OP_REFRESH         1 = every authorization code exchange of the login
+//                      client answers a refresh_token, with or without
+//                      offline_access. Without offline_access (or without
+//                      prompt=consent, which the library requires to keep
+//                      offline_access) the token is bound to the OP session:
+//                      it dies with a logout there or /test/end-sessions.
+//                      With offline_access+prompt=consent it outlives both.
+//                      Refresh: POST token_endpoint, client authentication
+//                      as for the code (OP_CLIENT_AUTH),
+//                      grant_type=refresh_token&refresh_token=<rt>
+//                      (optional scope= a subset); the answer has
+//                      access_token, expires_in, id_token, refresh_token,
+//                      scope, token_type. The ID token is built from the
+//                      user's claims at that moment (see /test/claims); it
+//                      keeps the login's nonce (and sid when logout asks for
+//                      sid), with new iat/exp.
+//                      Every refresh token is single use (rotation): the
+//                      answer's refresh_token is new, the presented one is
+//                      consumed. Presenting a consumed one is invalid_grant
+//                      ("refresh token already used") AND the library takes
+//                      it for theft: it revokes the whole grant, so the
+//                      newer refresh token and the grant's access tokens die
+//                      too ("refresh token not found" from then on); the OP
+//                      session stays, a new login only asks consent again.
+//                      Two concurrent refreshes with one token: one wins, the
+//                      other is that reuse (and kills the winner's tokens).
+//   OP_REFRESH_TTL     seconds a refresh token lives (default 3600 with
+//                      OP_REFRESH=1, else 86400 as before); counted again
+//                      from every rotation (sliding), capped by the grant
+//                      (86400 s) and, if bound to it, the OP session
+//   OP_ID_TOKEN_TTL    seconds ID tokens and the login client's access
+//                      tokens live (exp, expires_in; default 3600)
+// With OP_TEST_ENDPOINTS=1 also (JSON answers):
+//   POST /test/claims?sub=<account>   body: a JSON object merged into that
+//                      user's claims (a null member deletes the claim; sub
+//                      cannot change), e.g. {"role":"viewer","groups":["x"]}.
+//                      Later ID tokens (login or refresh) and userinfo show
+//                      it. Answers {"sub","claims":{...}}; 404 unknown sub.
+//   GET /test/stats    {"refresh_grants":<n>,"refresh_invalid_grant":<m>}:
+//                      refresh_token grant requests that succeeded, and that
+//                      failed with invalid_grant (each failure's reason goes
+//                      to stderr), since start.
+//
 // Users (password `<name>-pw`): alice (admin), bob (developer),
 // carol (viewer, email not verified), dave (superuser: a role outside a
 // typical allow-list).
@@ -130,6 +178,17 @@ const postLogoutRedirectUris = (process.env.OP_POST_LOGOUT_REDIRECT_URIS || '').
 const backchannelLogoutUri = process.env.OP_BACKCHANNEL_LOGOUT_URI || '';
 const frontchannelLogoutUri = process.env.OP_FRONTCHANNEL_LOGOUT_URI || '';
 const testEndpoints = process.env.OP_TEST_ENDPOINTS === '1';
+const refreshEnabled = process.env.OP_REFRESH === '1';
+// unset: the lifetimes as before (refresh 86400 s, ID/access token 3600 s)
+function ttlFromEnv(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n <= 0) fail(`bad ${name} ${raw}`);
+  return n;
+}
+const refreshTtl = ttlFromEnv('OP_REFRESH_TTL', refreshEnabled ? 3600 : 86400);
+const idTokenTtl = ttlFromEnv('OP_ID_TOKEN_TTL', 3600);
 const logoutOptIn = postLogoutRedirectUris.length > 0 || !!backchannelLogoutUri || !!frontchannelLogoutUri;
 for (const [name, uri] of [['OP_BACKCHANNEL_LOGOUT_URI', backchannelLogoutUri],
   ['OP_FRONTCHANNEL_LOGOUT_URI', frontchannelLogoutUri],
@@ -426,10 +485,21 @@ const configuration = {
     revocation: { enabled: true },
   },
   ttl: {
-    AccessToken: 3600, AuthorizationCode: 60, IdToken: 3600,
-    Interaction: 600, Session: 86400, Grant: 86400, RefreshToken: 86400,
+    AccessToken: idTokenTtl, AuthorizationCode: 60, IdToken: idTokenTtl,
+    Interaction: 600, Session: 86400, Grant: 86400, RefreshToken: refreshTtl,
   },
 };
+if (refreshEnabled) {
+  // The login client gets a refresh token from every authorization code
+  // (the library's default wants scope offline_access); any other client
+  // keeps that default rule (none of them may use refresh_token anyway).
+  configuration.issueRefreshToken = async (ctx, client, source) => client.grantTypeAllowed('refresh_token')
+    && (client.clientId === clientId || source.scopes.has('offline_access'));
+  // Single use: every refresh consumes the presented token and answers a new
+  // one. Presenting a consumed one again is invalid_grant, and the library
+  // then treats it as theft: it revokes the whole grant (see the header).
+  configuration.rotateRefreshToken = true;
+}
 if (apiEnabled) {
   Object.assign(configuration.features, {
     clientCredentials: { enabled: true },
@@ -567,6 +637,57 @@ server.listen(port, '127.0.0.1', () => {
       }
       ctx.type = 'json';
       ctx.body = result;
+      return undefined;
+    });
+  }
+
+  if (testEndpoints) {
+    // Token endpoint outcomes of the refresh_token grant (the library emits
+    // grant.success after a handler answered, grant.error with the error).
+    const stats = { refresh_grants: 0, refresh_invalid_grant: 0 };
+    provider.on('grant.success', (ctx) => {
+      if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refresh_grants += 1;
+    });
+    provider.on('grant.error', (ctx, err) => {
+      if (ctx.oidc?.params?.grant_type !== 'refresh_token') return;
+      console.error(`provider.mjs: refresh_token grant failed: ${err.error} (${err.error_detail || err.error_description})`);
+      if (err.error === 'invalid_grant') stats.refresh_invalid_grant += 1;
+    });
+
+    provider.use(async (ctx, next) => {
+      if (ctx.path === '/test/stats') {
+        if (ctx.method !== 'GET') ctx.throw(405);
+        ctx.type = 'json';
+        ctx.body = { ...stats };
+        return undefined;
+      }
+      if (ctx.path !== '/test/claims') return next();
+      if (ctx.method !== 'POST') ctx.throw(405);
+      const { sub } = ctx.query;
+      if (typeof sub !== 'string' || !Object.hasOwn(USERS, sub)) ctx.throw(404, 'unknown sub');
+      const user = USERS[sub];
+      const chunks = [];
+      let size = 0;
+      for await (const c of ctx.req) {
+        size += c.length;
+        if (size > 16384) ctx.throw(413, 'body too large');
+        chunks.push(c);
+      }
+      let patch;
+      try {
+        patch = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        ctx.throw(400, 'body must be JSON');
+      }
+      if (!patch || typeof patch !== 'object' || Array.isArray(patch)) ctx.throw(400, 'body must be a JSON object');
+      if (Object.hasOwn(patch, 'sub')) ctx.throw(400, 'sub cannot be changed');
+      if (Object.hasOwn(patch, '__proto__')) ctx.throw(400, 'bad claim name');
+      for (const [k, v] of Object.entries(patch)) {
+        if (v === null) delete user.claims[k];
+        else user.claims[k] = v;
+      }
+      ctx.type = 'json';
+      ctx.body = { sub, claims: user.claims };
       return undefined;
     });
   }

@@ -161,7 +161,7 @@ fn check_with(
     let expect = Expect {
         issuer: &issuer,
         client_id: &client_id,
-        nonce: &nonce,
+        nonce: Some(&nonce),
         algs,
         skew,
     };

@@ -18,6 +18,7 @@ mod policy;
 mod providers;
 mod proxy;
 mod redirect;
+mod refresh;
 mod saml;
 mod saml_check;
 mod saml_prop;

@@ -165,8 +165,24 @@ fn build_one(
         &o.jwks_min_refresh_interval,
         Duration::from_secs(30),
     );
+    let refresh_interval = o.refresh_interval.as_ref().map(|_| {
+        duration(
+            p,
+            &k("refresh_interval"),
+            &o.refresh_interval,
+            Duration::from_secs(300),
+        )
+    });
+    if refresh_interval.is_some_and(|d| d < Duration::from_secs(1)) {
+        p.add(
+            &k("refresh_interval"),
+            "is shorter than 1s",
+            "refresh every few minutes, e.g. \"5m\"",
+        );
+    }
     Some(OidcConfig {
         name,
+        refresh_interval,
         issuer: issuer?,
         client_id: client_id?,
         client_secret: client_secret?,

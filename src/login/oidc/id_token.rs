@@ -26,8 +26,9 @@ pub struct Expect<'a> {
     pub issuer: &'a IssuerUrl,
     /// Our client id (must be in `aud`; must be `azp` with several audiences).
     pub client_id: &'a ClientId,
-    /// The nonce sealed in the login transaction.
-    pub nonce: &'a Nonce,
+    /// The nonce sealed in the login transaction; `None` for an ID token from a refresh,
+    /// which carries no new nonce (OIDC Core 12.2).
+    pub nonce: Option<&'a Nonce>,
     /// Accepted algorithms.
     pub algs: &'a [IdTokenAlg],
     /// Allowed clock difference.
@@ -116,7 +117,13 @@ pub fn verify(
     })
     // Extra audiences are judged below by `azp`, as OIDC Core 3.1.3.7 steps 4-5 describe.
     .set_other_audience_verifier_fn(|_| true);
-    token.claims(&verifier, expect.nonce).map_err(|e| match e {
+    let checked = match expect.nonce {
+        Some(n) => token.claims(&verifier, n).map(|_| ()),
+        None => token
+            .claims(&verifier, |_: Option<&Nonce>| Ok::<(), String>(()))
+            .map(|_| ()),
+    };
+    checked.map_err(|e| match e {
         ClaimsVerificationError::SignatureVerification(
             SignatureVerificationError::NoMatchingKey,
         ) => IdTokenError::UnknownKey,

@@ -14,13 +14,25 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    TokenResponse,
 };
 use serde_json::{Map, Value};
 
 use self::id_token::{Expect, IdTokenError};
 use super::idp_http::IdpHttp;
 use crate::config::OidcConfig;
+
+/// Why a refresh did not renew the session.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RefreshError {
+    /// The provider said no (`invalid_grant`, a bad ID token): the session ends.
+    #[error("refresh refused: {0}")]
+    Rejected(String),
+    /// The provider could not be asked: the session goes on as it is for now.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+}
 
 /// Oldest `iat` a logout token may have.
 const LOGOUT_TOKEN_MAX_AGE: Duration = Duration::from_secs(300);
@@ -234,6 +246,11 @@ impl Provider {
         &self.cfg.name
     }
 
+    /// How often sessions from this provider are refreshed, if at all.
+    pub fn refresh_interval(&self) -> Option<Duration> {
+        self.cfg.refresh_interval
+    }
+
     /// Builds the authorize redirect with fresh state, nonce and PKCE challenge, passing on
     /// a `login_hint` when the user typed one on the chooser.
     pub async fn authorize(&self, login_hint: Option<&str>) -> Result<Authorize, OidcError> {
@@ -272,14 +289,14 @@ impl Provider {
     }
 
     /// Exchanges the code and verifies the ID token; returns the verified claims (merged with
-    /// userinfo when enabled) and the issuer.
+    /// userinfo when enabled) and the refresh token, when one was issued and refresh is on.
     pub async fn complete(
         &self,
         code: &str,
         nonce: &str,
         pkce_verifier: Option<&str>,
         now: SystemTime,
-    ) -> Result<Map<String, Value>, OidcError> {
+    ) -> Result<(Map<String, Value>, Option<String>), OidcError> {
         let d = self.current().await?;
         let client = self.client(&d);
         let mut req = client
@@ -292,25 +309,83 @@ impl Provider {
             .request_async(&self.http)
             .await
             .map_err(|e| OidcError::Exchange(crate::error::chain(&e)))?;
-        let raw = token.id_token().ok_or(OidcError::NoIdToken)?.to_string();
         let nonce = Nonce::new(nonce.to_string());
+        let claims = self.checked_claims(&d, &token, Some(&nonce), now).await?;
+        Ok((claims, self.kept_refresh_token(&token)))
+    }
+
+    /// Uses a refresh token: a new token response whose ID token (required, no nonce) must
+    /// name the same subject. Returns the fresh claims and the refresh token to keep (the
+    /// new one when the provider rotates, else the old one).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        subject: &str,
+        now: SystemTime,
+    ) -> Result<(Map<String, Value>, String), RefreshError> {
+        let d = self
+            .current()
+            .await
+            .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+        let client = self.client(&d);
+        let token = client
+            .exchange_refresh_token(&RefreshToken::new(refresh_token.to_string()))
+            .map_err(|e| RefreshError::Rejected(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::Request(_) => {
+                    RefreshError::Unavailable(crate::error::chain(&e))
+                }
+                other => RefreshError::Rejected(crate::error::chain(&other)),
+            })?;
+        let claims = self
+            .checked_claims(&d, &token, None, now)
+            .await
+            .map_err(|e| RefreshError::Rejected(e.to_string()))?;
+        if claims.get("sub").and_then(Value::as_str) != Some(subject) {
+            return Err(RefreshError::Rejected(
+                "the refreshed ID token names another subject".into(),
+            ));
+        }
+        let kept = token
+            .refresh_token()
+            .map(|t| t.secret().to_string())
+            .unwrap_or_else(|| refresh_token.to_string());
+        Ok((claims, kept))
+    }
+
+    fn kept_refresh_token(&self, token: &openidconnect::core::CoreTokenResponse) -> Option<String> {
+        self.cfg.refresh_interval?;
+        token.refresh_token().map(|t| t.secret().to_string())
+    }
+
+    /// The ID token of a token response checked (and userinfo merged when enabled).
+    async fn checked_claims(
+        &self,
+        d: &Discovered,
+        token: &openidconnect::core::CoreTokenResponse,
+        nonce: Option<&Nonce>,
+        now: SystemTime,
+    ) -> Result<Map<String, Value>, OidcError> {
+        let raw = token.id_token().ok_or(OidcError::NoIdToken)?.to_string();
         let now: DateTime<Utc> = now.into();
         let expect = Expect {
             issuer: d.metadata.issuer(),
             client_id: &self.client_id,
-            nonce: &nonce,
+            nonce,
             algs: &self.cfg.allowed_algs,
             skew: self.cfg.clock_skew,
         };
         let mut claims = match id_token::verify(&raw, &d.jwks, &expect, now) {
-            Err(IdTokenError::UnknownKey) => match self.refresh_jwks(&d).await {
+            Err(IdTokenError::UnknownKey) => match self.refresh_jwks(d).await {
                 Some(fresh) => id_token::verify(&raw, &fresh.jwks, &expect, now)?,
                 None => return Err(IdTokenError::UnknownKey.into()),
             },
             other => other?,
         };
         if self.cfg.userinfo {
-            let info = self.userinfo(&d, token.access_token().secret()).await?;
+            let info = self.userinfo(d, token.access_token().secret()).await?;
             if info.get("sub") != claims.get("sub") {
                 return Err(OidcError::Userinfo(
                     "sub differs from the ID token's".into(),
