@@ -154,6 +154,26 @@ pub struct OidcConfig {
     /// Renew sessions with the refresh token this often (claims re-read, policy re-judged);
     /// `None`: no refresh, the session lives its lifetime on the login's claims.
     pub refresh_interval: Option<Duration>,
+    /// ID-token claims that must have exactly these values (a preset's tenant or domain).
+    pub required_claims: Vec<(String, String)>,
+    /// Where this provider's tokens keep the identity (a preset's), over `[identity]`'s
+    /// defaults; keys set in `[identity]` win.
+    pub claims: Option<ClaimNames>,
+    /// Keep a trailing `/` on the issuer (Auth0 publishes one).
+    pub issuer_trailing_slash: bool,
+}
+
+/// Claim names for the identity mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimNames {
+    /// Tried in order for the user name.
+    pub user: Vec<String>,
+    /// The email.
+    pub email: String,
+    /// The role.
+    pub role: String,
+    /// The teams.
+    pub teams: String,
 }
 
 /// One issuer whose access tokens API clients may present instead of a session.

@@ -122,6 +122,15 @@ pub struct Oidc {
     pub http_timeout: Option<String>,
     pub jwks_min_refresh_interval: Option<String>,
     pub refresh_interval: Option<String>,
+    pub preset: Option<String>,
+    pub hosted_domain: Option<String>,
+    pub tenant: Option<String>,
+    pub domain: Option<String>,
+    pub authorization_server: Option<String>,
+    pub base_url: Option<String>,
+    pub realm: Option<String>,
+    pub claims_namespace: Option<String>,
+    pub required_claims: BTreeMap<String, String>,
     // More providers: [oidc.providers.<name>].
     pub providers: BTreeMap<String, OidcProvider>,
 }
@@ -143,6 +152,15 @@ pub struct OidcProvider {
     pub http_timeout: Option<String>,
     pub jwks_min_refresh_interval: Option<String>,
     pub refresh_interval: Option<String>,
+    pub preset: Option<String>,
+    pub hosted_domain: Option<String>,
+    pub tenant: Option<String>,
+    pub domain: Option<String>,
+    pub authorization_server: Option<String>,
+    pub base_url: Option<String>,
+    pub realm: Option<String>,
+    pub claims_namespace: Option<String>,
+    pub required_claims: BTreeMap<String, String>,
 }
 
 impl Oidc {
@@ -163,6 +181,15 @@ impl Oidc {
             http_timeout: self.http_timeout.clone(),
             jwks_min_refresh_interval: self.jwks_min_refresh_interval.clone(),
             refresh_interval: self.refresh_interval.clone(),
+            preset: self.preset.clone(),
+            hosted_domain: self.hosted_domain.clone(),
+            tenant: self.tenant.clone(),
+            domain: self.domain.clone(),
+            authorization_server: self.authorization_server.clone(),
+            base_url: self.base_url.clone(),
+            realm: self.realm.clone(),
+            claims_namespace: self.claims_namespace.clone(),
+            required_claims: self.required_claims.clone(),
         }
     }
 }
@@ -210,6 +237,15 @@ pub struct BearerIssuer {
     pub clock_skew: Option<String>,
     pub jwks_min_refresh_interval: Option<String>,
     pub refresh_interval: Option<String>,
+    pub preset: Option<String>,
+    pub hosted_domain: Option<String>,
+    pub tenant: Option<String>,
+    pub domain: Option<String>,
+    pub authorization_server: Option<String>,
+    pub base_url: Option<String>,
+    pub realm: Option<String>,
+    pub claims_namespace: Option<String>,
+    pub required_claims: BTreeMap<String, String>,
     pub http_timeout: Option<String>,
     pub introspection: Option<bool>,
     pub introspection_url: Option<String>,

@@ -50,6 +50,7 @@ pub(super) fn load(text: &str, env: &Env, base_dir: &Path) -> Result<Config, Con
             });
         }
     };
+    oidc::apply_sso_env(&mut table, env, &mut problems);
     apply_env_overrides(&mut table, env, &mut problems);
 
     let mut unknown = Vec::new();
@@ -341,7 +342,7 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
     let oidc = raw
         .oidc
         .as_ref()
-        .map(|o| oidc::build(o, env, base_dir, p))
+        .map(|o| oidc::build(o, &raw.identity, env, base_dir, p))
         .unwrap_or(Some(Vec::new()));
     let sp_metadata_url = server
         .as_ref()

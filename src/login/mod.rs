@@ -586,7 +586,7 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
                     Party::Idp,
                     "Sign-in could not be completed with the identity provider.",
                 ),
-                OidcError::NoIdToken | OidcError::IdToken(_) => (
+                OidcError::NoIdToken | OidcError::IdToken(_) | OidcError::RequiredClaim(_) => (
                     "id_token",
                     StatusCode::FORBIDDEN,
                     Party::Idp,
@@ -602,7 +602,11 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
             return login_failed(cx, reason, e.to_string(), status, party, public);
         }
     };
-    let identity = match crate::identity::resolve(&cx.identity, provider.issuer(), &claims) {
+    let identity = match crate::identity::resolve(
+        &provider.identity_config(&cx.identity),
+        provider.issuer(),
+        &claims,
+    ) {
         Ok(i) => i,
         Err(d) => return denied(cx, d),
     };

@@ -75,8 +75,12 @@ async fn run(
     let (claims, kept) = provider
         .refresh(refresh_token, &session.identity.subject, now)
         .await?;
-    let identity = crate::identity::resolve(&cx.identity, provider.issuer(), &claims)
-        .map_err(|d| RefreshError::Rejected(format!("identity refused: {d}")))?;
+    let identity = crate::identity::resolve(
+        &provider.identity_config(&cx.identity),
+        provider.issuer(),
+        &claims,
+    )
+    .map_err(|d| RefreshError::Rejected(format!("identity refused: {d}")))?;
     let interval = provider.refresh_interval().unwrap_or(FLIGHT);
     let next = session.refreshed(identity, kept, unix(now) + interval.as_secs() as i64);
     // The cached assertion carries the old claims.

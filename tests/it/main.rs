@@ -15,6 +15,7 @@ mod logout;
 mod nginx;
 mod oidc;
 mod policy;
+mod presets;
 mod providers;
 mod proxy;
 mod redirect;

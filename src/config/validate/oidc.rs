@@ -9,13 +9,14 @@ use url::Url;
 
 use super::{duration, is_loopback_host, jws_algs, secret, Problems};
 use crate::config::raw;
-use crate::config::{Env, OidcConfig};
+use crate::config::{ClaimNames, Env, OidcConfig};
 use crate::keys::Secret;
 
 /// Builds every provider, the inline one first; problems name `oidc.<key>` or
 /// `oidc.providers.<name>.<key>`.
 pub(super) fn build(
     o: &raw::Oidc,
+    identity: &raw::Identity,
     env: &Env,
     base_dir: &Path,
     p: &mut Problems,
@@ -23,11 +24,13 @@ pub(super) fn build(
     let mut out = Vec::new();
     let mut ok = true;
     let inline = o.inline();
-    let has_inline =
-        inline.issuer.is_some() || inline.client_id.is_some() || o.providers.is_empty();
+    let has_inline = inline.issuer.is_some()
+        || inline.client_id.is_some()
+        || inline.preset.is_some()
+        || o.providers.is_empty();
     let first = o.name.clone().unwrap_or_else(|| "oidc".into());
     if has_inline {
-        match build_one(&inline, first.clone(), "oidc", env, base_dir, p) {
+        match build_one(&inline, first.clone(), "oidc", env, base_dir, identity, p) {
             Some(c) => out.push(c),
             None => ok = false,
         }
@@ -43,7 +46,7 @@ pub(super) fn build(
             ok = false;
             continue;
         }
-        match build_one(raw, name.clone(), &pre, env, base_dir, p) {
+        match build_one(raw, name.clone(), &pre, env, base_dir, identity, p) {
             Some(c) => out.push(c),
             None => ok = false,
         }
@@ -65,10 +68,26 @@ fn build_one(
     pre: &str,
     env: &Env,
     base_dir: &Path,
+    identity: &raw::Identity,
     p: &mut Problems,
 ) -> Option<OidcConfig> {
     let k = |key: &str| format!("{pre}.{key}");
-    let issuer = match &o.issuer {
+    let preset = preset(o, &k, p)?;
+    let issuer_text = match (&preset, &o.issuer) {
+        (Some(ps), Some(given))
+            if given.trim_end_matches('/') != ps.issuer.trim_end_matches('/') =>
+        {
+            p.add(
+                &k("issuer"),
+                format!("`{given}` is not the preset's issuer {}", ps.issuer),
+                "leave issuer out: the preset derives it",
+            );
+            return None;
+        }
+        (Some(ps), _) => Some(ps.issuer.clone()),
+        (None, given) => given.clone(),
+    };
+    let issuer = match &issuer_text {
         None => {
             p.add(
                 &k("issuer"),
@@ -120,10 +139,10 @@ fn build_one(
         base_dir,
     )
     .map(|s| Secret::new(s.trim().to_string()));
-    let scopes = o
-        .scopes
-        .clone()
-        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+    let scopes = o.scopes.clone().unwrap_or_else(|| match &preset {
+        Some(ps) => ps.scopes.clone(),
+        None => vec!["openid".into(), "email".into(), "profile".into()],
+    });
     if !scopes.iter().any(|s| s == "openid") {
         p.add(
             &k("scopes"),
@@ -180,18 +199,58 @@ fn build_one(
             "refresh every few minutes, e.g. \"5m\"",
         );
     }
+    // A preset's claim names, except where `[identity]` says otherwise.
+    let claims = preset
+        .as_ref()
+        .and_then(|ps| ps.claims.clone())
+        .map(|mut c| {
+            if let Some(u) = &identity.user_claims {
+                c.user = u.clone();
+            }
+            if let Some(e) = &identity.email_claim {
+                c.email = e.clone();
+            }
+            if let Some(r) = &identity.role_claim {
+                c.role = r.clone();
+            }
+            if let Some(t) = &identity.teams_claim {
+                c.teams = t.clone();
+            }
+            c
+        });
+    let mut extra_authorize_params: Vec<(String, String)> = o
+        .extra_authorize_params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(ps) = &preset {
+        for (key, v) in &ps.params {
+            if !extra_authorize_params.iter().any(|(k2, _)| k2 == key) {
+                extra_authorize_params.push((key.clone(), v.clone()));
+            }
+        }
+    }
     Some(OidcConfig {
         name,
         refresh_interval,
+        required_claims: preset
+            .as_ref()
+            .map(|ps| ps.required.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(
+                o.required_claims
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            )
+            .collect(),
+        claims,
+        issuer_trailing_slash: preset.as_ref().is_some_and(|ps| ps.trailing_slash),
         issuer: issuer?,
         client_id: client_id?,
         client_secret: client_secret?,
         scopes,
-        extra_authorize_params: o
-            .extra_authorize_params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        extra_authorize_params,
         pkce: o.pkce.unwrap_or(true),
         clock_skew,
         allowed_algs,
@@ -199,4 +258,301 @@ fn build_one(
         http_timeout,
         jwks_min_refresh_interval,
     })
+}
+
+/// What a preset sets: the issuer, default scopes, authorize parameters, required claims and
+/// where the identity lives. Keys of other presets are refused, so a half-edited config
+/// cannot silently mean something else.
+struct Preset {
+    issuer: String,
+    scopes: Vec<String>,
+    params: Vec<(String, String)>,
+    required: Vec<(String, String)>,
+    claims: Option<ClaimNames>,
+    trailing_slash: bool,
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn names(user: &[&str], email: &str, role: &str, teams: &str) -> Option<ClaimNames> {
+    Some(ClaimNames {
+        user: strs(user),
+        email: email.into(),
+        role: role.into(),
+        teams: teams.into(),
+    })
+}
+
+/// A host name as written in a preset key (no scheme, path or port games).
+fn host(p: &mut Problems, key: &str, v: &Option<String>, example: &str) -> Option<String> {
+    match v {
+        Some(h)
+            if !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            Some(h.to_ascii_lowercase())
+        }
+        Some(h) => {
+            p.add(
+                key,
+                format!("`{h}` is not a host name"),
+                format!("write it like {example}, without https:// or a path"),
+            );
+            None
+        }
+        None => {
+            p.add(key, "missing", format!("set it, e.g. {example}"));
+            None
+        }
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+fn preset(
+    o: &raw::OidcProvider,
+    k: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Option<Preset>> {
+    let name = o.preset.as_deref().unwrap_or("generic");
+    let keys: [(&str, bool, &[&str]); 7] = [
+        ("hosted_domain", o.hosted_domain.is_some(), &["google"]),
+        ("tenant", o.tenant.is_some(), &["entra", "microsoft"]),
+        ("domain", o.domain.is_some(), &["okta", "auth0"]),
+        (
+            "authorization_server",
+            o.authorization_server.is_some(),
+            &["okta"],
+        ),
+        ("base_url", o.base_url.is_some(), &["keycloak"]),
+        ("realm", o.realm.is_some(), &["keycloak"]),
+        ("claims_namespace", o.claims_namespace.is_some(), &["auth0"]),
+    ];
+    for (key, set, presets) in keys {
+        if set && !presets.contains(&name) {
+            p.add(
+                &k(key),
+                format!("only used with preset {}", presets[0]),
+                "remove it, or set that preset",
+            );
+        }
+    }
+    let base = strs(&["openid", "email", "profile"]);
+    Some(Some(match name {
+        "generic" => return Some(None),
+        "google" => {
+            let hd = o.hosted_domain.clone().filter(|h| !h.is_empty());
+            Preset {
+                issuer: "https://accounts.google.com".into(),
+                scopes: base,
+                // `hd` in the request only shapes Google's account picker; the claim is the check.
+                params: hd.iter().map(|h| ("hd".to_string(), h.clone())).collect(),
+                required: hd.iter().map(|h| ("hd".to_string(), h.clone())).collect(),
+                claims: names(&["email", "sub"], "email", "role", "groups"),
+                trailing_slash: false,
+            }
+        }
+        "entra" | "microsoft" => {
+            let tenant = match o.tenant.as_deref() {
+                Some(t) if is_guid(t) => t.to_ascii_lowercase(),
+                Some(t) => {
+                    p.add(&k("tenant"), format!("`{t}` is not a tenant id"), "give the directory (tenant) id, a GUID from the Entra admin center; common, organizations and consumers would let other directories in");
+                    return None;
+                }
+                None => {
+                    p.add(
+                        &k("tenant"),
+                        "missing",
+                        "give the directory (tenant) id, a GUID",
+                    );
+                    return None;
+                }
+            };
+            Preset {
+                issuer: format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+                scopes: base,
+                params: Vec::new(),
+                required: vec![("tid".into(), tenant)],
+                claims: names(
+                    &["preferred_username", "email", "oid"],
+                    "email",
+                    "roles",
+                    "groups",
+                ),
+                trailing_slash: false,
+            }
+        }
+        "okta" => {
+            let domain = host(p, &k("domain"), &o.domain, "example.okta.com")?;
+            let issuer = match o.authorization_server.as_deref() {
+                Some(s) if !s.is_empty() => format!("https://{domain}/oauth2/{s}"),
+                _ => format!("https://{domain}"),
+            };
+            Preset {
+                issuer,
+                scopes: strs(&["openid", "email", "profile", "groups"]),
+                params: Vec::new(),
+                required: Vec::new(),
+                claims: names(
+                    &["preferred_username", "email", "sub"],
+                    "email",
+                    "role",
+                    "groups",
+                ),
+                trailing_slash: false,
+            }
+        }
+        "keycloak" => {
+            let realm = o
+                .realm
+                .clone()
+                .filter(|r| !r.is_empty() && !r.contains('/'));
+            let base_url = o.base_url.as_deref().and_then(|u| Url::parse(u).ok());
+            let (Some(realm), Some(base_url)) = (realm, base_url) else {
+                p.add(
+                    &k("realm"),
+                    "keycloak needs base_url and realm",
+                    "e.g. base_url = \"https://kc.example.com\", realm = \"main\"",
+                );
+                return None;
+            };
+            Preset {
+                issuer: format!("{}/realms/{realm}", base_url.as_str().trim_end_matches('/')),
+                scopes: base,
+                params: Vec::new(),
+                required: Vec::new(),
+                // Keycloak puts roles in the ID token only when the "realm roles" mapper has
+                // "Add to ID token" on (deploy docs say so).
+                claims: names(
+                    &["preferred_username", "email", "sub"],
+                    "email",
+                    "realm_access.roles",
+                    "groups",
+                ),
+                trailing_slash: false,
+            }
+        }
+        "auth0" => {
+            let domain = host(p, &k("domain"), &o.domain, "example.us.auth0.com")?;
+            let ns = o.claims_namespace.clone().unwrap_or_default();
+            Preset {
+                issuer: format!("https://{domain}/"),
+                scopes: base,
+                params: Vec::new(),
+                required: Vec::new(),
+                claims: names(
+                    &["email", "nickname", "sub"],
+                    "email",
+                    &format!("{ns}roles"),
+                    &format!("{ns}groups"),
+                ),
+                trailing_slash: true,
+            }
+        }
+        other => {
+            p.add(
+                &k("preset"),
+                format!("`{other}` is not a preset"),
+                "use google, entra, okta, keycloak, auth0 or generic",
+            );
+            return None;
+        }
+    }))
+}
+
+/// Migration from apps that configure SSO by environment variables (`GOOGLE_*`,
+/// `MICROSOFT_*`, `GENERIC_*`): when the file has no `[oidc]`, they become sidegate's own
+/// keys (a preset, the client, scopes, PKCE, the role claim); `SIDEGATE_*` overrides apply
+/// on top. Only names; secrets stay in their variables (`client_secret_env`).
+pub(super) fn apply_sso_env(table: &mut toml::Table, env: &Env, p: &mut Problems) {
+    use toml::Value as V;
+    if table.contains_key("oidc") {
+        return;
+    }
+    let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+    let mut oidc = toml::Table::new();
+    let mut put = |k: &str, v: V| {
+        oidc.insert(k.into(), v);
+    };
+    if let Some(id) = get("GOOGLE_CLIENT_ID") {
+        put("preset", V::String("google".into()));
+        put("client_id", V::String(id));
+        put(
+            "client_secret_env",
+            V::String("GOOGLE_CLIENT_SECRET".into()),
+        );
+    } else if let Some(id) = get("MICROSOFT_CLIENT_ID") {
+        put("preset", V::String("entra".into()));
+        put("client_id", V::String(id));
+        put(
+            "client_secret_env",
+            V::String("MICROSOFT_CLIENT_SECRET".into()),
+        );
+        match get("MICROSOFT_TENANT") {
+            Some(t) => put("tenant", V::String(t)),
+            None => p.add(
+                "MICROSOFT_TENANT",
+                "unset (other tools then use `common`: any Microsoft account could sign in)",
+                "set it to your directory (tenant) id",
+            ),
+        }
+    } else if let Some(id) = get("GENERIC_CLIENT_ID") {
+        put("client_id", V::String(id));
+        put(
+            "client_secret_env",
+            V::String("GENERIC_CLIENT_SECRET".into()),
+        );
+        // Attributes come from userinfo in tools that use these variables.
+        put("userinfo", V::Boolean(true));
+        let scope = get("GENERIC_SCOPE").unwrap_or_else(|| "openid email profile".into());
+        put(
+            "scopes",
+            V::Array(
+                scope
+                    .split_whitespace()
+                    .map(|s| V::String(s.into()))
+                    .collect(),
+            ),
+        );
+        if let Some(pkce) = get("GENERIC_CLIENT_USE_PKCE") {
+            put("pkce", V::Boolean(pkce.eq_ignore_ascii_case("true")));
+        }
+        if !env.contains_key("SIDEGATE_OIDC__ISSUER") {
+            p.add(
+                "GENERIC_CLIENT_ID",
+                "sidegate verifies ID tokens, so it needs the provider's issuer",
+                "set SIDEGATE_OIDC__ISSUER; the endpoints then come from its discovery document (GENERIC_*_ENDPOINT are not needed)",
+            );
+        }
+        if get("GENERIC_SSO_HEADERS").is_some() {
+            p.add(
+                "GENERIC_SSO_HEADERS",
+                "extra headers to the provider are not supported",
+                "unset it, or tell us which provider needs them",
+            );
+        }
+        if let Some(role) = get("GENERIC_USER_ROLE_ATTRIBUTE") {
+            let identity = table
+                .entry("identity")
+                .or_insert_with(|| V::Table(toml::Table::new()));
+            if let V::Table(t) = identity {
+                t.entry("role_claim").or_insert(V::String(role));
+            }
+        }
+    }
+    if !oidc.is_empty() {
+        table.insert("oidc".into(), V::Table(oidc));
+    }
 }

@@ -23,6 +23,28 @@ use self::id_token::{Expect, IdTokenError};
 use super::idp_http::IdpHttp;
 use crate::config::OidcConfig;
 
+/// A discovery document checked the way discovery must be: parsed, and its `issuer` exactly
+/// the expected string (no trailing-slash leniency: tokens carry it byte for byte). Returns
+/// the metadata and the `end_session_endpoint`, which openidconnect's type does not keep.
+pub fn parse_discovery(
+    body: &[u8],
+    issuer: &str,
+) -> Result<(CoreProviderMetadata, Option<url::Url>), String> {
+    let metadata: CoreProviderMetadata =
+        serde_json::from_slice(body).map_err(|e| format!("not a discovery document: {e}"))?;
+    if metadata.issuer().as_str() != issuer {
+        return Err(format!(
+            "issuer `{}` is not the configured `{issuer}`",
+            metadata.issuer().as_str()
+        ));
+    }
+    let end_session = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("end_session_endpoint")?.as_str().map(str::to_string))
+        .and_then(|s| url::Url::parse(&s).ok());
+    Ok((metadata, end_session))
+}
+
 /// Why a refresh did not renew the session.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RefreshError {
@@ -52,6 +74,9 @@ pub enum OidcError {
     /// The ID token was refused.
     #[error("ID token refused: {0}")]
     IdToken(#[from] IdTokenError),
+    /// A claim the provider's preset requires (Google `hd`, Entra `tid`) is missing or other.
+    #[error("ID token claim `{0}` is not the required value")]
+    RequiredClaim(String),
     /// The userinfo call failed or its `sub` differs.
     #[error("userinfo: {0}")]
     Userinfo(String),
@@ -115,8 +140,13 @@ pub struct Provider {
 impl Provider {
     /// Prepares the provider; nothing is fetched until `load` or the first login.
     pub fn new(cfg: OidcConfig, redirect_url: String) -> Self {
-        let issuer = IssuerUrl::new(cfg.issuer.as_str().trim_end_matches('/').to_string())
-            .expect("validated issuer URL");
+        // `Url` adds a `/` to a bare host; only a provider that publishes one keeps it.
+        let text = if cfg.issuer_trailing_slash {
+            cfg.issuer.as_str()
+        } else {
+            cfg.issuer.as_str().trim_end_matches('/')
+        };
+        let issuer = IssuerUrl::new(text.to_string()).expect("validated issuer URL");
         Provider {
             http: IdpHttp::new(cfg.http_timeout),
             redirect: RedirectUrl::new(redirect_url).expect("redirect URL built from public_url"),
@@ -156,19 +186,8 @@ impl Provider {
                 if !resp.status().is_success() {
                     return Err(format!("{url}: status {}", resp.status()));
                 }
-                let metadata: CoreProviderMetadata = serde_json::from_slice(resp.body())
-                    .map_err(|e| format!("{url}: not a discovery document: {e}"))?;
-                if metadata.issuer() != &self.issuer {
-                    return Err(format!(
-                        "{url}: issuer `{}` is not the configured `{}`",
-                        metadata.issuer().as_str(),
-                        self.issuer.as_str()
-                    ));
-                }
-                let end_session = serde_json::from_slice::<Value>(resp.body())
-                    .ok()
-                    .and_then(|v| v.get("end_session_endpoint")?.as_str().map(str::to_string))
-                    .and_then(|s| url::Url::parse(&s).ok());
+                let (metadata, end_session) = parse_discovery(resp.body(), self.issuer.as_str())
+                    .map_err(|e| format!("{url}: {e}"))?;
                 let jwks = CoreJsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.http)
                     .await
                     .map_err(|e| crate::error::chain(&e))?;
@@ -244,6 +263,25 @@ impl Provider {
     /// Its name in the config.
     pub fn name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// The identity mapping for this provider's claims: `[identity]` with the preset's
+    /// claim names where `[identity]` did not name them.
+    pub fn identity_config<'a>(
+        &self,
+        base: &'a crate::config::IdentityConfig,
+    ) -> std::borrow::Cow<'a, crate::config::IdentityConfig> {
+        match &self.cfg.claims {
+            None => std::borrow::Cow::Borrowed(base),
+            Some(n) => {
+                let mut c = base.clone();
+                c.user_claims = n.user.clone();
+                c.email_claim = n.email.clone();
+                c.role_claim = n.role.clone();
+                c.teams_claim = n.teams.clone();
+                std::borrow::Cow::Owned(c)
+            }
+        }
     }
 
     /// How often sessions from this provider are refreshed, if at all.
@@ -377,13 +415,18 @@ impl Provider {
             algs: &self.cfg.allowed_algs,
             skew: self.cfg.clock_skew,
         };
-        let mut claims = match id_token::verify(&raw, &d.jwks, &expect, now) {
+        let mut claims: Map<String, Value> = match id_token::verify(&raw, &d.jwks, &expect, now) {
             Err(IdTokenError::UnknownKey) => match self.refresh_jwks(d).await {
                 Some(fresh) => id_token::verify(&raw, &fresh.jwks, &expect, now)?,
                 None => return Err(IdTokenError::UnknownKey.into()),
             },
             other => other?,
         };
+        for (name, want) in &self.cfg.required_claims {
+            if claims.get(name).and_then(Value::as_str) != Some(want.as_str()) {
+                return Err(OidcError::RequiredClaim(name.clone()));
+            }
+        }
         if self.cfg.userinfo {
             let info = self.userinfo(d, token.access_token().secret()).await?;
             if info.get("sub") != claims.get("sub") {
