@@ -161,6 +161,10 @@ pub struct OidcConfig {
     pub claims: Option<ClaimNames>,
     /// Keep a trailing `/` on the issuer (Auth0 publishes one).
     pub issuer_trailing_slash: bool,
+    /// Where to ask for the user's groups when the ID token says they did not fit (Entra's
+    /// group overage): a Microsoft Graph `getMemberObjects` URL. A failed lookup refuses
+    /// the login rather than yield "no teams".
+    pub group_overage: Option<Url>,
 }
 
 /// Claim names for the identity mapping.

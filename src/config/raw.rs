@@ -131,6 +131,7 @@ pub struct Oidc {
     pub realm: Option<String>,
     pub claims_namespace: Option<String>,
     pub required_claims: BTreeMap<String, String>,
+    pub group_overage: Option<String>,
     // More providers: [oidc.providers.<name>].
     pub providers: BTreeMap<String, OidcProvider>,
 }
@@ -161,6 +162,7 @@ pub struct OidcProvider {
     pub realm: Option<String>,
     pub claims_namespace: Option<String>,
     pub required_claims: BTreeMap<String, String>,
+    pub group_overage: Option<String>,
 }
 
 impl Oidc {
@@ -190,6 +192,7 @@ impl Oidc {
             realm: self.realm.clone(),
             claims_namespace: self.claims_namespace.clone(),
             required_claims: self.required_claims.clone(),
+            group_overage: self.group_overage.clone(),
         }
     }
 }
@@ -246,6 +249,7 @@ pub struct BearerIssuer {
     pub realm: Option<String>,
     pub claims_namespace: Option<String>,
     pub required_claims: BTreeMap<String, String>,
+    pub group_overage: Option<String>,
     pub http_timeout: Option<String>,
     pub introspection: Option<bool>,
     pub introspection_url: Option<String>,

@@ -586,7 +586,10 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
                     Party::Idp,
                     "Sign-in could not be completed with the identity provider.",
                 ),
-                OidcError::NoIdToken | OidcError::IdToken(_) | OidcError::RequiredClaim(_) => (
+                OidcError::NoIdToken
+                | OidcError::IdToken(_)
+                | OidcError::RequiredClaim(_)
+                | OidcError::GroupOverage(_) => (
                     "id_token",
                     StatusCode::FORBIDDEN,
                     Party::Idp,

@@ -247,3 +247,95 @@ async fn a_required_claim_that_does_not_match_refuses_the_login() {
         assert_eq!(page.status, want, "hd {hd:?}: {}", page.body);
     }
 }
+
+/// An in-test Microsoft Graph `getMemberObjects` (mock by necessity: Graph cannot run here):
+/// answers `status` with the ids, and remembers the bearer token it was sent.
+async fn graph(
+    status: u16,
+    ids: serde_json::Value,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/v1.0/me/getMemberObjects",
+        l.local_addr().unwrap()
+    );
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            let (s, ids) = (s.clone(), ids.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    s.lock().unwrap().push(format!(
+                        "{} {}",
+                        req.method(),
+                        auth.unwrap_or_default()
+                    ));
+                    let body = json!({ "value": ids.clone() }).to_string();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn group_overage_reads_the_groups_from_graph_and_a_failed_lookup_denies() {
+    let key = TestKey::new("k1");
+    let idp = FakeIdp::start(json!({"keys": [key.jwk.clone()]})).await;
+    let k = key.clone();
+    idp.set_craft(move |iss, nonce| {
+        let mut c = good_claims(iss, nonce);
+        c.as_object_mut().unwrap().remove("groups");
+        c["_claim_names"] = json!({"groups": "src1"});
+        c["_claim_sources"] =
+            json!({"src1": {"endpoint": "https://graph.windows.net/x/users/y/getMemberObjects"}});
+        k.sign("k1", &c)
+    });
+    for (status, want) in [(200, 200), (403, 403)] {
+        let (graph_url, seen) = graph(status, json!(["6f1e-a", "0b2c-b"])).await;
+        let upstream = Upstream::start().await;
+        let bound = Bound::new().await;
+        let keys = Keys::new();
+        let text = config_text(
+            &bound.url(),
+            &upstream.url(),
+            &idp.issuer(),
+            &[("oidc", &format!("group_overage = \"{graph_url}\""))],
+        );
+        let sidecar = Sidecar::start(bound, crate::support::load(&text, &keys));
+        let mut b = Browser::new();
+        let page = b.navigate(&sidecar.url("/x"), "erin", "-").await;
+        assert_eq!(page.status, want, "graph {status}: {}", page.body);
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            ["POST Bearer at-1"],
+            "one lookup with the access token"
+        );
+        if want == 200 {
+            let echo: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+            assert_eq!(
+                crate::support::upstream::header_values(&echo, "x-sidegate-teams"),
+                ["6f1e-a,0b2c-b"]
+            );
+        }
+    }
+}

@@ -230,9 +230,35 @@ fn build_one(
             }
         }
     }
+    // Entra's overage: on by default with the entra preset, "off" turns it off, a URL points
+    // it elsewhere (https, or http on loopback for tests).
+    const GRAPH: &str = "https://graph.microsoft.com/v1.0/me/getMemberObjects";
+    let entra = matches!(o.preset.as_deref(), Some("entra" | "microsoft"));
+    let group_overage = match o.group_overage.as_deref() {
+        None if entra => Url::parse(GRAPH).ok(),
+        None | Some("off") => None,
+        Some("graph") => Url::parse(GRAPH).ok(),
+        Some(u) => match Url::parse(u) {
+            Ok(url)
+                if url.scheme() == "https"
+                    || (url.scheme() == "http" && is_loopback_host(&url)) =>
+            {
+                Some(url)
+            }
+            _ => {
+                p.add(
+                    &k("group_overage"),
+                    format!("`{u}` is not graph, off or an https URL"),
+                    "use \"graph\" (Microsoft Graph getMemberObjects) or \"off\"",
+                );
+                None
+            }
+        },
+    };
     Some(OidcConfig {
         name,
         refresh_interval,
+        group_overage,
         required_claims: preset
             .as_ref()
             .map(|ps| ps.required.clone())

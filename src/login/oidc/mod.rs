@@ -23,6 +23,17 @@ use self::id_token::{Expect, IdTokenError};
 use super::idp_http::IdpHttp;
 use crate::config::OidcConfig;
 
+/// Whether the token says the groups did not fit (`_claim_names.groups`, or `hasgroups`)
+/// and carries none itself.
+fn overage(claims: &Map<String, Value>) -> bool {
+    !claims.contains_key("groups")
+        && (claims
+            .get("_claim_names")
+            .and_then(|n| n.get("groups"))
+            .is_some()
+            || claims.get("hasgroups") == Some(&Value::Bool(true)))
+}
+
 /// A discovery document checked the way discovery must be: parsed, and its `issuer` exactly
 /// the expected string (no trailing-slash leniency: tokens carry it byte for byte). Returns
 /// the metadata and the `end_session_endpoint`, which openidconnect's type does not keep.
@@ -74,6 +85,9 @@ pub enum OidcError {
     /// The ID token was refused.
     #[error("ID token refused: {0}")]
     IdToken(#[from] IdTokenError),
+    /// The groups overflowed the token and the lookup failed.
+    #[error("group overage lookup failed: {0}")]
+    GroupOverage(String),
     /// A claim the provider's preset requires (Google `hd`, Entra `tid`) is missing or other.
     #[error("ID token claim `{0}` is not the required value")]
     RequiredClaim(String),
@@ -422,6 +436,14 @@ impl Provider {
             },
             other => other?,
         };
+        if let Some(graph) = &self.cfg.group_overage {
+            if overage(&claims) {
+                let groups = self
+                    .member_objects(graph, token.access_token().secret())
+                    .await?;
+                claims.insert("groups".into(), Value::Array(groups));
+            }
+        }
         for (name, want) in &self.cfg.required_claims {
             if claims.get(name).and_then(Value::as_str) != Some(want.as_str()) {
                 return Err(OidcError::RequiredClaim(name.clone()));
@@ -439,6 +461,36 @@ impl Provider {
             }
         }
         Ok(claims)
+    }
+
+    /// The user's group ids from Microsoft Graph (`getMemberObjects`), for a token whose
+    /// groups overflowed. Any failure is an error: "no teams" would be a silent downgrade.
+    async fn member_objects(
+        &self,
+        url: &url::Url,
+        access_token: &str,
+    ) -> Result<Vec<Value>, OidcError> {
+        let req = ::http::Request::post(url.as_str())
+            .header("authorization", format!("Bearer {access_token}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(br#"{"securityEnabledOnly":false}"#.to_vec())
+            .map_err(|e| OidcError::GroupOverage(e.to_string()))?;
+        let resp = self
+            .http
+            .send(req)
+            .await
+            .map_err(|e| OidcError::GroupOverage(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(OidcError::GroupOverage(format!("status {}", resp.status())));
+        }
+        match serde_json::from_slice::<Value>(resp.body()) {
+            Ok(v) => match v.get("value").and_then(Value::as_array) {
+                Some(ids) if ids.iter().all(Value::is_string) => Ok(ids.clone()),
+                _ => Err(OidcError::GroupOverage("no `value` list of ids".into())),
+            },
+            Err(e) => Err(OidcError::GroupOverage(format!("not JSON: {e}"))),
+        }
     }
 
     async fn userinfo(
