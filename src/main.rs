@@ -55,6 +55,17 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Local accounts.
+    Local {
+        #[command(subcommand)]
+        action: LocalAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocalAction {
+    /// Read a password from stdin (one line) and print its argon2id hash for the users file.
+    HashPassword,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -118,6 +129,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Local {
+            action: LocalAction::HashPassword,
+        } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim_end().is_empty() {
+                eprintln!("sidegate: give the password on stdin (one line)");
+                return ExitCode::from(64);
+            }
+            println!(
+                "{}",
+                sidegate::login::local::hash_password(line.trim_end_matches(['\r', '\n']))
+            );
+            ExitCode::SUCCESS
+        }
         Command::Run => {
             let config = match load(&cli.config) {
                 Ok(c) => c,

@@ -80,6 +80,7 @@ impl Context {
                     .collect(),
                 choice: cfg.login,
                 flights: Default::default(),
+                local: cfg.local.map(|l| Arc::new(login::local::Local::new(l))),
                 saml,
                 used,
             },
@@ -127,6 +128,10 @@ pub async fn handle(cx: &Context, req: Request<Incoming>, from: Downstream) -> R
         Endpoint::Own(Own::SamlAcs) => {
             cx.metrics.request("own");
             return login::saml_acs(cx, req, now).await;
+        }
+        Endpoint::Own(Own::LocalLogin) => {
+            cx.metrics.request("own");
+            return login::local::endpoint(cx, req, from.peer, now).await;
         }
         Endpoint::Own(Own::OidcBackchannelLogout) => {
             cx.metrics.request("own");
@@ -367,7 +372,9 @@ async fn own_endpoint(
         Own::SamlSlo => login::saml_slo(cx, req, now),
         Own::SamlAcs => unreachable!("handled with its body in `handle`"),
         Own::Auth => unreachable!("handled with the peer address in `handle`"),
-        Own::OidcBackchannelLogout => unreachable!("handled with its body in `handle`"),
+        Own::OidcBackchannelLogout | Own::LocalLogin => {
+            unreachable!("handled with its body in `handle`")
+        }
         Own::OidcFrontchannelLogout => login::oidc_frontchannel_logout(cx, req, now),
         Own::Logout => login::logout(cx, req, now).await,
         Own::Userinfo => login::userinfo(cx, req, now),

@@ -52,6 +52,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Which provider a login goes to, and whether a chooser page is shown.
     pub login: LoginConfig,
+    /// Local accounts (break-glass, migration), off unless configured.
+    pub local: Option<LocalConfig>,
     /// Log output format.
     pub log: LogFormat,
 }
@@ -513,6 +515,33 @@ pub struct LoginRule {
     pub paths: Vec<String>,
     /// The `login_hint` email's domain (any of, lower case); empty matches any.
     pub email_domains: Vec<String>,
+}
+
+/// Local accounts: users with password hashes in a file, signing in on sidegate's own form
+/// as the provider named `local`.
+#[derive(Debug)]
+pub struct LocalConfig {
+    /// The users.
+    pub users: Vec<LocalUser>,
+    /// Failed sign-ins allowed per client address within `lockout`.
+    pub max_failures: u32,
+    /// How long a client address stays refused after `max_failures`.
+    pub lockout: Duration,
+}
+
+/// One local user.
+#[derive(Debug)]
+pub struct LocalUser {
+    /// Sign-in name (and subject).
+    pub name: String,
+    /// argon2 (PHC string) or bcrypt hash.
+    pub password_hash: Secret,
+    /// Email, if any.
+    pub email: Option<String>,
+    /// Role (one of `identity.roles`).
+    pub role: String,
+    /// Teams.
+    pub teams: Vec<String>,
 }
 
 /// Per-route access rules, checked in order; the first route that matches decides.

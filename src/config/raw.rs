@@ -22,7 +22,33 @@ pub struct Raw {
     pub access: Access,
     pub policy: Policy,
     pub login: Login,
+    pub local: Option<Local>,
     pub log: Log,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Local {
+    pub users_file: Option<String>,
+    pub max_failures: Option<u32>,
+    pub lockout: Option<String>,
+}
+
+/// The local users file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalUsers {
+    pub users: Vec<LocalUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalUser {
+    pub name: Option<String>,
+    pub password_hash: Option<String>,
+    pub email: Option<String>,
+    pub role: Option<String>,
+    pub teams: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

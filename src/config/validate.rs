@@ -16,6 +16,7 @@ use crate::keys::{CookieKeys, SigningKeys};
 
 mod bearer;
 mod identity;
+mod local;
 mod login;
 mod oidc;
 mod policy;
@@ -332,7 +333,7 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
         Some(u) => build_upstream(u, p).map(Some),
         None => Some(None),
     };
-    if raw.oidc.is_none() && raw.saml.is_none() {
+    if raw.oidc.is_none() && raw.saml.is_none() && raw.local.is_none() {
         p.add(
             "oidc",
             "no login method is configured",
@@ -373,10 +374,15 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
     let identity = identity::build(&raw.identity, p);
     let headers = build_headers(&raw.headers, &identity, p);
     let access = build_access(&raw.access, server.as_ref().map(|s| s.prefix.as_str()), p);
+    let local = raw
+        .local
+        .as_ref()
+        .map(|l| local::build(l, &identity, base_dir, p));
     let provider_names: Vec<String> = oidc
         .iter()
         .flatten()
         .map(|o| o.name.clone())
+        .chain(local.iter().flatten().map(|_| "local".to_string()))
         .chain(
             saml.iter()
                 .flatten()
@@ -437,6 +443,10 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
         access,
         policy,
         login,
+        local: match local {
+            None => None,
+            Some(l) => Some(l?),
+        },
         log,
     })
 }

@@ -5,6 +5,7 @@
 mod acs;
 pub mod idp_http;
 mod idp_logout;
+pub mod local;
 pub mod oidc;
 pub mod refresh;
 pub mod return_to;
@@ -43,6 +44,8 @@ pub struct Login {
     pub choice: LoginConfig,
     /// Session refreshes in flight.
     pub flights: refresh::Flights,
+    /// Local accounts, if configured.
+    pub local: Option<Arc<local::Local>>,
     /// States already consumed.
     pub used: UsedStates,
 }
@@ -61,6 +64,7 @@ pub struct Hints<'a> {
 /// Where a login goes.
 enum Choice<'a> {
     Oidc(&'a Arc<oidc::Provider>),
+    Local,
     Saml(Option<String>),
     Chooser,
     Unknown(String),
@@ -81,12 +85,16 @@ impl Login {
                     .iter()
                     .flat_map(|s| s.config().idps.iter().map(|i| i.name.clone())),
             )
+            .chain(self.local.iter().map(|_| local::ISSUER.to_string()))
             .collect()
     }
 
     fn named(&self, name: &str) -> Choice<'_> {
         if let Some(p) = self.oidc_named(name) {
             return Choice::Oidc(p);
+        }
+        if name == local::ISSUER && self.local.is_some() {
+            return Choice::Local;
         }
         match &self.saml {
             Some(s) if s.config().idps.iter().any(|i| i.name == name) => {
@@ -126,9 +134,10 @@ impl Login {
         if self.choice.chooser && self.provider_names().len() > 1 {
             return Choice::Chooser;
         }
-        match self.oidc.first() {
-            Some(p) => Choice::Oidc(p),
-            None => Choice::Saml(None),
+        match (self.oidc.first(), &self.saml) {
+            (Some(p), _) => Choice::Oidc(p),
+            (None, Some(_)) => Choice::Saml(None),
+            (None, None) => Choice::Local,
         }
     }
 }
@@ -262,6 +271,7 @@ pub async fn begin(cx: &Context, return_to: ReturnTo, hints: Hints<'_>) -> Respo
             None => unreachable!("config validation requires a login method"),
         },
         Choice::Chooser => chooser(cx, &return_to),
+        Choice::Local => local::form(cx, &return_to, None),
         Choice::Unknown(name) => rescue(
             Failure::new(
                 StatusCode::NOT_FOUND,
@@ -405,7 +415,7 @@ fn begin_saml(
 
 /// The `rd` parameter checked against the redirect allow-list (root when absent).
 #[allow(clippy::result_large_err)] // the Err is the finished error page, built once per refusal
-fn checked_rd(cx: &Context, req: &Request<()>) -> Result<ReturnTo, Response<Body>> {
+pub(crate) fn checked_rd(cx: &Context, req: &Request<()>) -> Result<ReturnTo, Response<Body>> {
     let q = query(req);
     return_to::check(
         q.get("rd").map(String::as_str).unwrap_or(""),
@@ -447,7 +457,7 @@ pub async fn start(cx: &Context, req: &Request<()>) -> Response<Body> {
     }
 }
 
-fn not_enabled(req: &Request<()>, what: &str) -> Response<Body> {
+pub(crate) fn not_enabled(req: &Request<()>, what: &str) -> Response<Body> {
     rescue(
         Failure::new(
             StatusCode::NOT_FOUND,
@@ -669,7 +679,7 @@ fn denied(cx: &Context, d: crate::identity::Denied) -> Response<Body> {
 
 /// The end of every successful login: a new session (new id; old cookies replaced), the
 /// audit line, the transaction cookie cleared, and the redirect to the checked return URL.
-fn finish_login(
+pub(crate) fn finish_login(
     cx: &Context,
     identity: crate::identity::Identity,
     idp_session: Option<crate::session::IdpSession>,

@@ -24,6 +24,8 @@ pub enum Own {
     SamlSlo,
     /// `logout`.
     Logout,
+    /// `local/login`: the local accounts' form (GET) and its POST.
+    LocalLogin,
     /// `oidc/backchannel-logout`: the provider's logout token (POST).
     OidcBackchannelLogout,
     /// `oidc/frontchannel-logout`: the provider's iframe (`iss`, `sid`).
@@ -89,6 +91,7 @@ impl Routes {
                 "/saml/acs" => Own::SamlAcs,
                 "/saml/slo" => Own::SamlSlo,
                 "/logout" => Own::Logout,
+                "/local/login" => Own::LocalLogin,
                 "/oidc/backchannel-logout" => Own::OidcBackchannelLogout,
                 "/oidc/frontchannel-logout" => Own::OidcFrontchannelLogout,
                 "/userinfo" => Own::Userinfo,

@@ -11,6 +11,7 @@ mod forward_auth;
 mod id_token;
 mod identity;
 mod lifecycle;
+mod local;
 mod logout;
 mod nginx;
 mod oidc;
