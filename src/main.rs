@@ -36,7 +36,12 @@ enum Command {
     /// Run the proxy (the default).
     Run,
     /// Validate the config and print the effective config with secrets redacted.
-    CheckConfig,
+    CheckConfig {
+        /// Also fetch each IdP's discovery, keys and metadata, compare clocks, and print what
+        /// to register at the IdP.
+        #[arg(long)]
+        online: bool,
+    },
     /// Development mode: sidegate + embedded development IdPs (OpenID Connect, SAML) + an echo
     /// app on 127.0.0.1, with fresh keys. Never for production.
     Dev {
@@ -113,10 +118,26 @@ fn load(path: &Path) -> Result<sidegate::config::Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => match load(&cli.config) {
+        Command::CheckConfig { online } => match load(&cli.config) {
             Ok(c) => {
                 print!("{}", c.redacted_toml());
-                ExitCode::SUCCESS
+                if !online {
+                    return ExitCode::SUCCESS;
+                }
+                let rt = match tokio::runtime::Runtime::new() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("sidegate: cannot start the runtime: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let report = rt.block_on(sidegate::admin::online::check(c));
+                println!("\n# online checks{}", report.text);
+                if report.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
             }
             Err(code) => code,
         },

@@ -1,6 +1,8 @@
 //! The admin listener: `/healthz`, `/readyz` and `/metrics` (Prometheus). Served only on its
 //! own address, never on the public listener, and shares no router with it.
 
+pub mod online;
+
 use std::sync::Arc;
 
 use http::{header, Request, Response, StatusCode};

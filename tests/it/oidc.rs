@@ -351,3 +351,55 @@ async fn extra_claims_reach_the_app_typed_in_the_assertion_and_as_headers() {
     assert_eq!(header_values(&echo, "x-sidegate-name"), ["Alice Admin"]);
     assert!(header_values(&echo, "x_sidegate_name").is_empty());
 }
+
+#[tokio::test]
+async fn check_config_online_verifies_the_provider_and_says_what_to_register() {
+    let op = Op::start_with(
+        "https://app.example.com/.sidegate/oidc/callback",
+        &[(
+            "OP_BACKCHANNEL_LOGOUT_URI",
+            "https://app.example.com/.sidegate/oidc/backchannel-logout",
+        )],
+    )
+    .await;
+    let keys = Keys::new();
+    let run = |issuer: String| {
+        let text = config_text(
+            "https://app.example.com",
+            "http://127.0.0.1:8080",
+            &issuer,
+            &[],
+        );
+        let path = keys.path().join(format!("online-{}.toml", issuer.len()));
+        std::fs::write(&path, text).unwrap();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_sidegate"))
+                .args(["check-config", "--online", "--config"])
+                .arg(&path)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(op.issuer.clone()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ok    discovery and keys load",
+        "register  redirect URI: https://app.example.com/.sidegate/oidc/callback",
+        "register  post-logout redirect URI: https://app.example.com/.sidegate/logout",
+        "register  back-channel logout URI: https://app.example.com/.sidegate/oidc/backchannel-logout",
+        "ok    clock within",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    // An issuer nothing answers on: a FAIL line with the fix, and a non-zero exit.
+    let out = run(crate::support::DEAD_ISSUER.to_string()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  discovery"), "{text}");
+}
