@@ -167,6 +167,25 @@ pub struct OidcConfig {
     /// group overage): a Microsoft Graph `getMemberObjects` URL. A failed lookup refuses
     /// the login rather than yield "no teams".
     pub group_overage: Option<Url>,
+    /// Endpoints given by hand for an IdP without discovery (`None`: discovery).
+    pub endpoints: Option<Endpoints>,
+    /// Headers sent with every request to this IdP (from `idp_headers_env`).
+    pub idp_headers: Vec<(HeaderName, http::HeaderValue)>,
+}
+
+/// An IdP's endpoints, for one without a discovery document.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Where browsers are sent to sign in.
+    pub authorization: Url,
+    /// The code exchange.
+    pub token: Url,
+    /// The ID token's keys.
+    pub jwks: Url,
+    /// Userinfo, if any.
+    pub userinfo: Option<Url>,
+    /// RP-initiated logout, if any.
+    pub end_session: Option<Url>,
 }
 
 /// Claim names for the identity mapping.

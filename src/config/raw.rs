@@ -158,6 +158,12 @@ pub struct Oidc {
     pub claims_namespace: Option<String>,
     pub required_claims: BTreeMap<String, String>,
     pub group_overage: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub end_session_endpoint: Option<String>,
+    pub idp_headers_env: Option<String>,
     // More providers: [oidc.providers.<name>].
     pub providers: BTreeMap<String, OidcProvider>,
 }
@@ -189,6 +195,12 @@ pub struct OidcProvider {
     pub claims_namespace: Option<String>,
     pub required_claims: BTreeMap<String, String>,
     pub group_overage: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub end_session_endpoint: Option<String>,
+    pub idp_headers_env: Option<String>,
 }
 
 impl Oidc {
@@ -219,6 +231,12 @@ impl Oidc {
             claims_namespace: self.claims_namespace.clone(),
             required_claims: self.required_claims.clone(),
             group_overage: self.group_overage.clone(),
+            authorization_endpoint: self.authorization_endpoint.clone(),
+            token_endpoint: self.token_endpoint.clone(),
+            userinfo_endpoint: self.userinfo_endpoint.clone(),
+            jwks_uri: self.jwks_uri.clone(),
+            end_session_endpoint: self.end_session_endpoint.clone(),
+            idp_headers_env: self.idp_headers_env.clone(),
         }
     }
 }
@@ -276,6 +294,12 @@ pub struct BearerIssuer {
     pub claims_namespace: Option<String>,
     pub required_claims: BTreeMap<String, String>,
     pub group_overage: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub end_session_endpoint: Option<String>,
+    pub idp_headers_env: Option<String>,
     pub http_timeout: Option<String>,
     pub introspection: Option<bool>,
     pub introspection_url: Option<String>,

@@ -38,6 +38,7 @@ pub enum IdpHttpError {
 pub struct IdpHttp {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl IdpHttp {
@@ -50,7 +51,15 @@ impl IdpHttp {
         IdpHttp {
             client: Client::builder(TokioExecutor::new()).build(https),
             timeout,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same client, sending these headers on every request (an IdP or gateway in front
+    /// of it that wants an API key).
+    pub fn with_headers(mut self, headers: Vec<(http::HeaderName, http::HeaderValue)>) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// Sends one request and collects the (capped) response.
@@ -67,7 +76,10 @@ impl IdpHttp {
             Some("http") if loopback => {}
             _ => return Err(IdpHttpError::Scheme(uri.to_string())),
         }
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        for (k, v) in &self.headers {
+            parts.headers.insert(k.clone(), v.clone());
+        }
         let req = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
         let work = async {
             let resp = self

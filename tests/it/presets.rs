@@ -339,3 +339,53 @@ async fn group_overage_reads_the_groups_from_graph_and_a_failed_lookup_denies() 
         }
     }
 }
+
+#[tokio::test]
+async fn a_provider_without_discovery_works_from_its_endpoints_with_extra_headers() {
+    let key = TestKey::new("k1");
+    let idp = FakeIdp::start(json!({"keys": [key.jwk.clone()]})).await;
+    let k = key.clone();
+    idp.set_craft(move |iss, nonce| k.sign("k1", &good_claims(iss, nonce)));
+    let upstream = Upstream::start().await;
+    let bound = Bound::new().await;
+    let keys = Keys::new();
+    let base = idp.issuer();
+    let oidc = format!(
+        "authorization_endpoint = \"{base}/authorize\"\ntoken_endpoint = \"{base}/token\"\njwks_uri = \"{base}/jwks\"\nidp_headers_env = \"IDP_HEADERS\""
+    );
+    let text = config_text(&bound.url(), &upstream.url(), &base, &[("oidc", &oidc)]);
+    let env: Env = [("IDP_HEADERS".to_string(), "X-Api-Key=k-123".to_string())]
+        .into_iter()
+        .collect();
+    let cfg = load(&text, &env, keys.path()).unwrap();
+    let sidecar = Sidecar::start(bound, cfg);
+    let mut b = Browser::new();
+    let page = b.navigate(&sidecar.url("/x"), "erin", "-").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let log = idp.state.log.lock().unwrap().clone();
+    assert!(
+        !log.iter().any(|(p, _)| p.contains("well-known")),
+        "no discovery: {log:?}"
+    );
+    for (path, key) in log.iter().filter(|(p, _)| p == "/token" || p == "/jwks") {
+        assert_eq!(
+            key.as_deref(),
+            Some("k-123"),
+            "{path} carries the configured header"
+        );
+    }
+    // Only some endpoints: refused at start.
+    let half = config_text(
+        "https://a.example",
+        "http://127.0.0.1:1",
+        &base,
+        &[("oidc", &format!("token_endpoint = \"{base}/token\""))],
+    );
+    let err = load(&half, &Env::new(), keys.path()).unwrap_err();
+    assert!(
+        err.problems
+            .iter()
+            .any(|p| p.key == "oidc.authorization_endpoint"),
+        "{err}"
+    );
+}

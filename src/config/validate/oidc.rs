@@ -255,10 +255,82 @@ fn build_one(
             }
         },
     };
+    // Endpoints by hand: all of authorization, token and JWKS (the ID token is verified).
+    let url_of = |p: &mut Problems, key: &str, v: &Option<String>| -> Option<Url> {
+        let s = v.as_ref()?;
+        match Url::parse(s) {
+            Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_host(&u)) => {
+                Some(u)
+            }
+            _ => {
+                p.add(
+                    &k(key),
+                    format!("`{s}` is not an https URL"),
+                    "give the IdP's https endpoint",
+                );
+                None
+            }
+        }
+    };
+    let authorization = url_of(p, "authorization_endpoint", &o.authorization_endpoint);
+    let token_ep = url_of(p, "token_endpoint", &o.token_endpoint);
+    let jwks = url_of(p, "jwks_uri", &o.jwks_uri);
+    let userinfo_ep = url_of(p, "userinfo_endpoint", &o.userinfo_endpoint);
+    let end_session = url_of(p, "end_session_endpoint", &o.end_session_endpoint);
+    let any =
+        o.authorization_endpoint.is_some() || o.token_endpoint.is_some() || o.jwks_uri.is_some();
+    let endpoints = match (authorization, token_ep, jwks) {
+        (Some(authorization), Some(token), Some(jwks)) => Some(crate::config::Endpoints {
+            authorization,
+            token,
+            jwks,
+            userinfo: userinfo_ep,
+            end_session,
+        }),
+        _ if any => {
+            p.add(
+                &k("authorization_endpoint"),
+                "endpoints by hand need authorization_endpoint, token_endpoint and jwks_uri",
+                "give all three (the ID token's signature is always checked), or none for discovery",
+            );
+            None
+        }
+        _ => None,
+    };
+    let mut idp_headers = Vec::new();
+    if let Some(var) = &o.idp_headers_env {
+        match env.get(var) {
+            Some(list) => {
+                for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let parsed = item.split_once('=').and_then(|(n, v)| {
+                        Some((
+                            http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
+                            http::HeaderValue::from_str(v.trim()).ok()?,
+                        ))
+                    });
+                    match parsed {
+                        Some(h) => idp_headers.push(h),
+                        None => p.add(
+                            &k("idp_headers_env"),
+                            format!("{var}: an entry is not name=value"),
+                            "write Name=value pairs separated by commas",
+                        ),
+                    }
+                }
+            }
+            None => p.add(
+                &k("idp_headers_env"),
+                format!("environment variable {var} is not set"),
+                format!("export {var}"),
+            ),
+        }
+    }
     Some(OidcConfig {
         name,
         refresh_interval,
         group_overage,
+        endpoints,
+        idp_headers,
         required_claims: preset
             .as_ref()
             .map(|ps| ps.required.clone())
@@ -555,19 +627,28 @@ pub(super) fn apply_sso_env(table: &mut toml::Table, env: &Env, p: &mut Problems
         if let Some(pkce) = get("GENERIC_CLIENT_USE_PKCE") {
             put("pkce", V::Boolean(pkce.eq_ignore_ascii_case("true")));
         }
+        // With a JWKS URI the endpoints are taken as given (no discovery); without one,
+        // discovery from the issuer supplies them.
+        if env.contains_key("SIDEGATE_OIDC__JWKS_URI") {
+            for (var, key) in [
+                ("GENERIC_AUTHORIZATION_ENDPOINT", "authorization_endpoint"),
+                ("GENERIC_TOKEN_ENDPOINT", "token_endpoint"),
+                ("GENERIC_USERINFO_ENDPOINT", "userinfo_endpoint"),
+            ] {
+                if let Some(v) = get(var) {
+                    put(key, V::String(v));
+                }
+            }
+        }
         if !env.contains_key("SIDEGATE_OIDC__ISSUER") {
             p.add(
                 "GENERIC_CLIENT_ID",
                 "sidegate verifies ID tokens, so it needs the provider's issuer",
-                "set SIDEGATE_OIDC__ISSUER; the endpoints then come from its discovery document (GENERIC_*_ENDPOINT are not needed)",
+                "set SIDEGATE_OIDC__ISSUER (and SIDEGATE_OIDC__JWKS_URI when the provider has no discovery document)",
             );
         }
         if get("GENERIC_SSO_HEADERS").is_some() {
-            p.add(
-                "GENERIC_SSO_HEADERS",
-                "extra headers to the provider are not supported",
-                "unset it, or tell us which provider needs them",
-            );
+            put("idp_headers_env", V::String("GENERIC_SSO_HEADERS".into()));
         }
         if let Some(role) = get("GENERIC_USER_ROLE_ATTRIBUTE") {
             let identity = table

@@ -79,6 +79,8 @@ pub struct State {
     pub craft: Mutex<Craft>,
     pub userinfo: Mutex<Value>,
     nonce: Mutex<String>,
+    /// Every request: (path, its `x-api-key` header).
+    pub log: Mutex<Vec<(String, Option<String>)>>,
 }
 
 pub struct FakeIdp {
@@ -96,6 +98,7 @@ impl FakeIdp {
             craft: Mutex::new(Box::new(|_, _| String::new())),
             userinfo: Mutex::new(json!({})),
             nonce: Mutex::new(String::new()),
+            log: Mutex::new(Vec::new()),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -148,6 +151,12 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
+    let api_key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    st.log.lock().unwrap().push((path.clone(), api_key));
     let query: std::collections::HashMap<String, String> = req
         .uri()
         .query()
