@@ -72,13 +72,20 @@ pub fn page(status: StatusCode, message: &str, request_id: &str, json: bool) -> 
              <body><h1>{code} {reason}</h1><p>{msg}</p><p><small>request id: {rid}</small></p></body></html>\n",
             code = status.as_u16(), reason = status.canonical_reason().unwrap_or(""), msg = html_escape(message), rid = request_id))
     };
-    Response::builder()
+    let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, ctype)
         .header(header::CACHE_CONTROL, "no-store")
         .header("x-request-id", request_id)
         .body(crate::full_body(body))
-        .expect("static response parts")
+        .expect("static response parts");
+    if !json {
+        resp.extensions_mut().insert(crate::pages::ErrorPage {
+            message: message.to_string(),
+            request_id: request_id.to_string(),
+        });
+    }
+    resp
 }
 
 /// Escapes text for HTML bodies.

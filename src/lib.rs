@@ -27,6 +27,7 @@ pub mod forward;
 pub mod identity;
 pub mod keys;
 pub mod login;
+pub mod pages;
 pub mod pipeline;
 pub mod policy;
 pub mod route;

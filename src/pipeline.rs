@@ -44,6 +44,8 @@ pub struct Context {
     pub bearer: Bearer,
     /// Per-route access rules.
     pub policy: Policy,
+    /// The pages sidegate shows (the operator's templates, if any).
+    pub pages: crate::pages::Pages,
     /// Who may describe the original request of a forward-auth check.
     pub forward_auth: ForwardAuth,
     /// The protected app (none in forward-auth-only deployments).
@@ -87,6 +89,7 @@ impl Context {
             signer: Signer::new(cfg.assertion, cfg.headers, origin),
             forward_auth,
             policy: Policy::new(cfg.policy),
+            pages: crate::pages::Pages::new(cfg.pages, &cfg.server.prefix),
             upstream: cfg
                 .upstream
                 .as_ref()
@@ -98,8 +101,15 @@ impl Context {
     }
 }
 
-/// Handles one downstream request. Never panics on input; every failure is a response.
+/// Handles one downstream request. Never panics on input; every failure is a response (in the
+/// operator's error template when there is one).
 pub async fn handle(cx: &Context, req: Request<Incoming>, from: Downstream) -> Response<Body> {
+    let mut resp = stages(cx, req, from).await;
+    cx.pages.restyle(&mut resp);
+    resp
+}
+
+async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Response<Body> {
     let now = SystemTime::now();
     let mut req = req.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
     // Client copies of identity headers never survive, whatever the route.
@@ -379,6 +389,7 @@ async fn own_endpoint(
         Own::Logout => login::logout(cx, req, now).await,
         Own::Userinfo => login::userinfo(cx, req, now),
         Own::Jwks => login::jwks(cx),
+        Own::Logo => cx.pages.logo(),
         Own::Unknown => rescue(
             Failure::new(
                 StatusCode::NOT_FOUND,

@@ -54,6 +54,8 @@ pub struct Config {
     pub login: LoginConfig,
     /// Local accounts (break-glass, migration), off unless configured.
     pub local: Option<LocalConfig>,
+    /// The operator's page templates and logo.
+    pub pages: PagesConfig,
     /// Log output format.
     pub log: LogFormat,
 }
@@ -534,6 +536,19 @@ pub struct LoginRule {
     pub paths: Vec<String>,
     /// The `login_hint` email's domain (any of, lower case); empty matches any.
     pub email_domains: Vec<String>,
+}
+
+/// Page templates read from `pages.dir` at start (each optional).
+#[derive(Debug, Clone, Default)]
+pub struct PagesConfig {
+    /// `error.html`: `{{status}}`, `{{title}}`, `{{message}}`, `{{request_id}}`, `{{logo_url}}`.
+    pub error: Option<String>,
+    /// `signin.html`: `{{providers}}`, `{{email_form}}`, `{{logo_url}}`.
+    pub signin: Option<String>,
+    /// `signed-out.html`: `{{logo_url}}`.
+    pub signed_out: Option<String>,
+    /// `logo.svg` or `logo.png`, and its content type.
+    pub logo: Option<(Vec<u8>, &'static str)>,
 }
 
 /// Local accounts: users with password hashes in a file, signing in on sidegate's own form

@@ -23,7 +23,14 @@ pub struct Raw {
     pub policy: Policy,
     pub login: Login,
     pub local: Option<Local>,
+    pub pages: Pages,
     pub log: Log,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Pages {
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

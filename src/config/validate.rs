@@ -443,6 +443,7 @@ fn build(raw: Raw, env: &Env, base_dir: &Path, p: &mut Problems) -> Option<Confi
         access,
         policy,
         login,
+        pages: build_pages(&raw.pages, base_dir, p),
         local: match local {
             None => None,
             Some(l) => Some(l?),
@@ -805,6 +806,65 @@ fn build_assertion(
         lifetime,
         compat_headers,
     })
+}
+
+/// Reads the templates of `pages.dir`; a template missing a placeholder it must show is a
+/// problem (an error page without the request id, a sign-in page without the providers).
+fn build_pages(raw: &raw::Pages, base_dir: &Path, p: &mut Problems) -> PagesConfig {
+    let Some(dir) = &raw.dir else {
+        return PagesConfig::default();
+    };
+    let dir = base_dir.join(dir);
+    if !dir.is_dir() {
+        p.add(
+            "pages.dir",
+            format!("{} is not a directory", dir.display()),
+            "point it at a directory with error.html, signin.html, signed-out.html and/or logo.svg",
+        );
+        return PagesConfig::default();
+    }
+    let mut read = |name: &str, needs: &[&str]| -> Option<String> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).ok()?;
+        if text.len() > 64 * 1024 {
+            p.add(
+                "pages.dir",
+                format!("{name} is larger than 64 KiB"),
+                "keep templates small; serve assets from the app",
+            );
+            return None;
+        }
+        for n in needs {
+            if !text.contains(&format!("{{{{{n}}}}}")) {
+                p.add(
+                    "pages.dir",
+                    format!("{name} has no {{{{{n}}}}}"),
+                    format!("add {{{{{n}}}}} where it belongs"),
+                );
+                return None;
+            }
+        }
+        Some(text)
+    };
+    let error = read("error.html", &["message", "request_id"]);
+    let signin = read("signin.html", &["providers"]);
+    let signed_out = read("signed-out.html", &[]);
+    let logo = [("logo.svg", "image/svg+xml"), ("logo.png", "image/png")]
+        .iter()
+        .find_map(|(f, t)| std::fs::read(dir.join(f)).ok().map(|b| (b, *t)));
+    if logo.as_ref().is_some_and(|(b, _)| b.len() > 256 * 1024) {
+        p.add(
+            "pages.dir",
+            "the logo is larger than 256 KiB",
+            "use a smaller image",
+        );
+    }
+    PagesConfig {
+        error,
+        signin,
+        signed_out,
+        logo,
+    }
 }
 
 fn build_headers(h: &raw::Headers, identity: &IdentityConfig, p: &mut Problems) -> HeaderConfig {

@@ -318,15 +318,7 @@ fn chooser(cx: &Context, return_to: &ReturnTo) -> Response<Body> {
         String::new()
     };
     cx.metrics.request("chooser");
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(full_body(format!(
-            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in</title></head>\
-             <body><main><h1>Sign in</h1>{email_form}<ul>{links}</ul></main></body></html>\n"
-        )))
-        .expect("static page")
+    cx.pages.signin(&links, &email_form)
 }
 
 fn idp_unavailable(detail: String) -> Response<Body> {
@@ -741,7 +733,7 @@ pub async fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Respons
     }
     let mut resp = single_logout.unwrap_or_else(|| match &rd {
         Some(rt) => redirect(rt.as_str()),
-        None => signed_out_page(),
+        None => cx.pages.signed_out(),
     });
     for c in cx.sessions.clear() {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -771,15 +763,6 @@ async fn rp_initiated(
         .end_session_url(&back, rd.map_or("", |r| r.as_str()))
         .await?;
     Some(redirect(&url))
-}
-
-fn signed_out_page() -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(full_body("<!DOCTYPE html><title>Signed out</title><h1>Signed out</h1><p><a href=\"/\">Sign in again</a></p>\n"))
-        .expect("static page")
 }
 
 /// The current identity as JSON (no tokens), or 401.

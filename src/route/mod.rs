@@ -34,6 +34,8 @@ pub enum Own {
     Userinfo,
     /// `jwks.json`: assertion verification keys.
     Jwks,
+    /// `logo`: the operator's logo for the page templates.
+    Logo,
     /// `auth` (and `auth/<original path>` for Envoy): the forward-auth check.
     Auth,
     /// Anything else under the prefix: 404, never proxied.
@@ -96,6 +98,7 @@ impl Routes {
                 "/oidc/frontchannel-logout" => Own::OidcFrontchannelLogout,
                 "/userinfo" => Own::Userinfo,
                 "/jwks.json" => Own::Jwks,
+                "/logo" => Own::Logo,
                 r if r == "/auth" || r.starts_with("/auth/") => Own::Auth,
                 _ => Own::Unknown,
             });

@@ -15,6 +15,7 @@ mod local;
 mod logout;
 mod nginx;
 mod oidc;
+mod pages;
 mod policy;
 mod presets;
 mod providers;
