@@ -955,6 +955,39 @@ fn build_access(a: &raw::Access, prefix: Option<&str>, p: &mut Problems) -> Acce
     }
 }
 
+/// Host rules of a list key (`app.example.com`, `*.example.com`), each bad one a problem.
+fn host_rules(p: &mut Problems, key: &str, list: &[String]) -> Vec<HostRule> {
+    let mut out = Vec::new();
+    for h in list {
+        match parse_host_rule(h) {
+            Some(rule) => out.push(rule),
+            None => p.add(
+                key,
+                format!("`{h}` is not a host"),
+                "write app.example.com or *.example.com",
+            ),
+        }
+    }
+    out
+}
+
+/// Path prefixes of a list key, in the router's normalized form; non-canonical ones are
+/// problems (a rule must name the path the router compares).
+fn path_prefixes(p: &mut Problems, key: &str, list: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for path in list {
+        match crate::route::normalize(path) {
+            Ok(n) if n.is_canonical() => out.push(n.as_str().to_string()),
+            _ => p.add(
+                key,
+                format!("`{path}` is not a plain absolute path"),
+                "write a prefix like /admin (it also covers /admin/...), without %, ;, .. or //",
+            ),
+        }
+    }
+    out
+}
+
 fn parse_host_rule(s: &str) -> Option<HostRule> {
     let s = s.to_ascii_lowercase();
     let (host, port) = match s.rsplit_once(':') {

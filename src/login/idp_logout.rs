@@ -55,12 +55,7 @@ pub async fn backchannel(cx: &Context, req: Request<Body>, now: SystemTime) -> R
         return refused(cx, "no logout_token in the body".into());
     };
     let iss = crate::bearer::token::peek_issuer(&token).unwrap_or_default();
-    let Some(provider) = cx
-        .login
-        .oidc
-        .iter()
-        .find(|p| p.issuer().trim_end_matches('/') == iss.trim_end_matches('/'))
-    else {
+    let Some(provider) = cx.login.oidc_by_issuer(&iss) else {
         return refused(cx, format!("issuer `{iss}` is not a configured provider"));
     };
     let t = match provider.verify_logout_token(&token, unix(now)).await {
@@ -88,12 +83,7 @@ pub fn frontchannel(cx: &Context, req: &Request<()>, now: SystemTime) -> Respons
     let (Some(iss), Some(sid)) = (q.get("iss"), q.get("sid").filter(|s| !s.is_empty())) else {
         return answer(StatusCode::BAD_REQUEST, Some("iss and sid are required"));
     };
-    let Some(provider) = cx
-        .login
-        .oidc
-        .iter()
-        .find(|p| p.issuer().trim_end_matches('/') == iss.trim_end_matches('/'))
-    else {
+    let Some(provider) = cx.login.oidc_by_issuer(iss) else {
         return answer(StatusCode::BAD_REQUEST, Some("unknown issuer"));
     };
     cx.sessions

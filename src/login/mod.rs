@@ -75,6 +75,14 @@ impl Login {
         self.oidc.iter().find(|p| p.name() == name)
     }
 
+    /// The provider whose issuer this is (a trailing `/` aside: logout requests name it
+    /// as the provider spells it).
+    pub fn oidc_by_issuer(&self, iss: &str) -> Option<&Arc<oidc::Provider>> {
+        self.oidc
+            .iter()
+            .find(|p| p.issuer().trim_end_matches('/') == iss.trim_end_matches('/'))
+    }
+
     /// Every provider's name, OIDC first, in configuration order.
     pub fn provider_names(&self) -> Vec<String> {
         self.oidc

@@ -2,7 +2,7 @@
 //! (home-realm discovery), and the chooser page. Provider names are checked against the
 //! configured OIDC providers and SAML IdPs, which must not share a name.
 
-use super::{parse_host_rule, Problems};
+use super::{host_rules, path_prefixes, Problems};
 use crate::config::raw;
 use crate::config::{LoginConfig, LoginRule};
 
@@ -34,28 +34,8 @@ pub(super) fn build(l: &raw::Login, providers: &[String], p: &mut Problems) -> L
                 continue;
             }
         };
-        let mut hosts = Vec::new();
-        for h in &r.hosts {
-            match parse_host_rule(h) {
-                Some(rule) => hosts.push(rule),
-                None => p.add(
-                    &key("hosts"),
-                    format!("`{h}` is not a host"),
-                    "write app.example.com or *.example.com",
-                ),
-            }
-        }
-        let mut paths = Vec::new();
-        for path in &r.paths {
-            match crate::route::normalize(path) {
-                Ok(n) if n.is_canonical() => paths.push(n.as_str().to_string()),
-                _ => p.add(
-                    &key("paths"),
-                    format!("`{path}` is not a plain absolute path"),
-                    "write a prefix like /partners",
-                ),
-            }
-        }
+        let hosts = host_rules(p, &key("hosts"), &r.hosts);
+        let paths = path_prefixes(p, &key("paths"), &r.paths);
         let email_domains: Vec<String> = r
             .email_domains
             .iter()

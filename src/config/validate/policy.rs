@@ -4,7 +4,7 @@
 
 use http::{HeaderName, HeaderValue, Method};
 
-use super::{parse_host_rule, Problems};
+use super::{host_rules, path_prefixes, Problems};
 use crate::config::raw;
 use crate::config::{Condition, DefaultAccess, IdentityConfig, PolicyConfig, Route, RouteAccess};
 
@@ -93,27 +93,9 @@ pub(super) fn build(
     for (n, r) in raw.routes.iter().enumerate() {
         let key = |k: &str| format!("policy.routes[{n}].{k}");
         let name = r.name.clone().unwrap_or_else(|| format!("route {n}"));
-        let mut hosts = Vec::new();
-        for h in &r.hosts {
-            match parse_host_rule(h) {
-                Some(rule) => hosts.push(rule),
-                None => p.add(
-                    &key("hosts"),
-                    format!("`{h}` is not a host"),
-                    "write app.example.com or *.example.com",
-                ),
-            }
-        }
-        let mut paths = Vec::new();
+        let hosts = host_rules(p, &key("hosts"), &r.hosts);
+        let paths = path_prefixes(p, &key("paths"), &r.paths);
         for path in &r.paths {
-            match crate::route::normalize(path) {
-                Ok(n) if n.is_canonical() => paths.push(n.as_str().to_string()),
-                _ => p.add(
-                    &key("paths"),
-                    format!("`{path}` is not a plain absolute path"),
-                    "write a prefix like /admin (it also covers /admin/...), without %, ;, .. or //",
-                ),
-            }
             if let Some(pre) = prefix {
                 if crate::route::normalize(path).is_ok_and(|n| n.is_under(pre, true)) {
                     p.add(
