@@ -577,7 +577,11 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
             "This sign-in link is no longer valid. Please start again.",
         );
     };
-    let (claims, refresh_token) = match provider
+    let oidc::Completed {
+        claims,
+        refresh_token,
+        id_token_hint,
+    } = match provider
         .complete(code, nonce, pkce_verifier.as_deref(), now)
         .await
     {
@@ -629,13 +633,16 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
         .and_then(serde_json::Value::as_str)
         .filter(|s| !s.is_empty());
     let idp_session =
-        (sid.is_some() || refresh_token.is_some()).then(|| crate::session::IdpSession {
-            session_index: sid.unwrap_or_default().to_string(),
-            refresh_due: provider
-                .refresh_interval()
-                .map_or(0, |i| unix(now) + i.as_secs() as i64),
-            refresh_token,
-            ..Default::default()
+        (sid.is_some() || refresh_token.is_some() || id_token_hint.is_some()).then(|| {
+            crate::session::IdpSession {
+                session_index: sid.unwrap_or_default().to_string(),
+                id_token: id_token_hint,
+                refresh_due: provider
+                    .refresh_interval()
+                    .map_or(0, |i| unix(now) + i.as_secs() as i64),
+                refresh_token,
+                ..Default::default()
+            }
         });
     finish_login(
         cx,
@@ -767,8 +774,9 @@ async fn rp_initiated(
         crate::config::public_origin(&cx.public_url),
         cx.routes.prefix()
     );
+    let hint = s.idp_session.as_ref().and_then(|i| i.id_token.as_deref());
     let url = provider
-        .end_session_url(&back, rd.map_or("", |r| r.as_str()))
+        .end_session_url(&back, rd.map_or("", |r| r.as_str()), hint)
         .await?;
     Some(redirect(&url))
 }

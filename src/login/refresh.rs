@@ -72,7 +72,7 @@ async fn run(
         .ok_or_else(|| {
             RefreshError::Rejected("the session's provider is no longer configured".into())
         })?;
-    let (claims, kept) = provider
+    let (claims, kept, id_token) = provider
         .refresh(refresh_token, &session.identity.subject, now)
         .await?;
     let identity = crate::identity::resolve(
@@ -82,7 +82,12 @@ async fn run(
     )
     .map_err(|d| RefreshError::Rejected(format!("identity refused: {d}")))?;
     let interval = provider.refresh_interval().unwrap_or(FLIGHT);
-    let next = session.refreshed(identity, kept, unix(now) + interval.as_secs() as i64);
+    let next = session.refreshed(
+        identity,
+        kept,
+        id_token,
+        unix(now) + interval.as_secs() as i64,
+    );
     // The cached assertion carries the old claims.
     cx.signer.forget(&session.sid);
     tracing::info!(target: "sidegate::audit", event = "refresh", subject = %next.identity.subject,

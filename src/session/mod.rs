@@ -68,6 +68,9 @@ pub struct IdpSession {
     /// When the next refresh is due (Unix seconds).
     #[serde(rename = "rx", default, skip_serializing_if = "is_zero")]
     pub refresh_due: i64,
+    /// The last ID token, as `id_token_hint` for RP-initiated logout.
+    #[serde(rename = "it", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -84,11 +87,20 @@ impl Session {
 
     /// The session after a refresh: new identity and refresh token, next due time; the
     /// id, the IdP session id and the absolute end are kept.
-    pub fn refreshed(&self, identity: Identity, refresh_token: String, due: i64) -> Session {
+    pub fn refreshed(
+        &self,
+        identity: Identity,
+        refresh_token: String,
+        id_token: Option<String>,
+        due: i64,
+    ) -> Session {
         let mut s = self.clone();
         s.identity = identity;
         let i = s.idp_session.get_or_insert_with(IdpSession::default);
         i.refresh_token = Some(refresh_token);
+        if id_token.is_some() {
+            i.id_token = id_token;
+        }
         i.refresh_due = due.min(s.expires);
         s
     }

@@ -116,6 +116,10 @@ async fn full_login_forwards_identity_and_a_verifiable_assertion() {
     assert_eq!(out.status(), 302);
     let end = out.headers()["location"].to_str().unwrap().to_string();
     assert!(end.starts_with(&w.op_issuer), "{end}");
+    assert!(
+        end.contains("id_token_hint=ey"),
+        "the ID token goes along as the hint: {end}"
+    );
     let back: String =
         url::form_urlencoded::byte_serialize(w.sidecar.url("/.sidegate/logout").as_bytes())
             .collect();

@@ -389,3 +389,37 @@ async fn a_provider_without_discovery_works_from_its_endpoints_with_extra_header
         "{err}"
     );
 }
+
+/// Every example under examples/providers loads with the real loader (secrets faked).
+#[test]
+fn the_provider_examples_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/providers");
+    let keys = Keys::new();
+    let secrets = keys.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    for f in ["client-secret", "okta-secret", "partner-secret"] {
+        std::fs::write(secrets.join(f), "s\n").unwrap();
+    }
+    std::fs::write(
+        secrets.join("users.toml"),
+        format!(
+            "[[users]]\nname = \"glass\"\npassword_hash = \"{}\"\n",
+            sidegate::login::local::hash_password("x")
+        ),
+    )
+    .unwrap();
+    let env: Env = [("IDP_HEADERS".to_string(), "X-Api-Key=k".to_string())]
+        .into_iter()
+        .collect();
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let example = std::fs::read_to_string(&path).unwrap();
+        let text = format!("{REST}\n{example}");
+        if let Err(e) = load(&text, &env, keys.path()) {
+            panic!("{}: {e}", path.display());
+        }
+        n += 1;
+    }
+    assert!(n >= 7, "{n} examples");
+}

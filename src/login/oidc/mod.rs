@@ -56,6 +56,22 @@ pub fn parse_discovery(
     Ok((metadata, end_session))
 }
 
+/// A finished code exchange.
+pub struct Completed {
+    /// The verified claims (userinfo merged when enabled).
+    pub claims: Map<String, Value>,
+    /// The refresh token, when refresh is on and one was issued.
+    pub refresh_token: Option<String>,
+    /// The raw ID token, kept as `id_token_hint` when the provider has RP-initiated logout
+    /// (some, like Okta, require it there).
+    pub id_token_hint: Option<String>,
+}
+
+fn hint(d: &Discovered, token: &openidconnect::core::CoreTokenResponse) -> Option<String> {
+    d.end_session.as_ref()?;
+    token.id_token().map(|t| t.to_string())
+}
+
 /// Why a refresh did not renew the session.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RefreshError {
@@ -369,7 +385,7 @@ impl Provider {
         nonce: &str,
         pkce_verifier: Option<&str>,
         now: SystemTime,
-    ) -> Result<(Map<String, Value>, Option<String>), OidcError> {
+    ) -> Result<Completed, OidcError> {
         let d = self.current().await?;
         let client = self.client(&d);
         let mut req = client
@@ -384,7 +400,11 @@ impl Provider {
             .map_err(|e| OidcError::Exchange(crate::error::chain(&e)))?;
         let nonce = Nonce::new(nonce.to_string());
         let claims = self.checked_claims(&d, &token, Some(&nonce), now).await?;
-        Ok((claims, self.kept_refresh_token(&token)))
+        Ok(Completed {
+            claims,
+            refresh_token: self.kept_refresh_token(&token),
+            id_token_hint: hint(&d, &token),
+        })
     }
 
     /// Uses a refresh token: a new token response whose ID token (required, no nonce) must
@@ -395,7 +415,7 @@ impl Provider {
         refresh_token: &str,
         subject: &str,
         now: SystemTime,
-    ) -> Result<(Map<String, Value>, String), RefreshError> {
+    ) -> Result<(Map<String, Value>, String, Option<String>), RefreshError> {
         let d = self
             .current()
             .await
@@ -425,7 +445,7 @@ impl Provider {
             .refresh_token()
             .map(|t| t.secret().to_string())
             .unwrap_or_else(|| refresh_token.to_string());
-        Ok((claims, kept))
+        Ok((claims, kept, hint(&d, &token)))
     }
 
     fn kept_refresh_token(&self, token: &openidconnect::core::CoreTokenResponse) -> Option<String> {
@@ -551,9 +571,17 @@ impl Provider {
 
     /// The RP-initiated logout URL (`end_session_endpoint` with our client id, where to come
     /// back and `state`), when the provider has one and discovery is loaded.
-    pub async fn end_session_url(&self, post_logout: &str, state: &str) -> Option<String> {
+    pub async fn end_session_url(
+        &self,
+        post_logout: &str,
+        state: &str,
+        id_token_hint: Option<&str>,
+    ) -> Option<String> {
         let d = self.discovered.get(&()).await?;
         let mut url = d.end_session.clone()?;
+        if let Some(h) = id_token_hint {
+            url.query_pairs_mut().append_pair("id_token_hint", h);
+        }
         url.query_pairs_mut()
             .append_pair("client_id", &self.cfg.client_id)
             .append_pair("post_logout_redirect_uri", post_logout)
