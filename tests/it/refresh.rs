@@ -1,7 +1,8 @@
 //! Session refresh against the real `oidc-provider` with rotating, single-use refresh tokens
 //! (a reused one revokes the whole grant there): a role change at the IdP reaches the app and
 //! the policy at the next refresh; 50 concurrent requests due for a refresh cause exactly one;
-//! a refused refresh ends the session. The refresh interval is 1 s; the tests wait it out.
+//! a refused refresh ends the session. The refresh interval is 3 s; the tests wait it out
+//! (and assert nothing that a slow machine's later, legitimate refresh would change).
 
 use std::time::Duration;
 
@@ -11,6 +12,9 @@ use crate::support::browser::Browser;
 use crate::support::op::Op;
 use crate::support::upstream::{header_values, Upstream};
 use crate::support::{client, config_text, load, Bound, Keys, Sidecar};
+
+/// Just past the configured 3 s refresh interval.
+const INTERVAL: Duration = Duration::from_millis(3200);
 
 struct World {
     sidecar: Sidecar,
@@ -28,7 +32,7 @@ async fn world() -> World {
     )
     .await;
     let keys = Keys::new();
-    let text = config_text(&bound.url(), &upstream.url(), &op.issuer, &[("oidc", "refresh_interval = \"1s\"")])
+    let text = config_text(&bound.url(), &upstream.url(), &op.issuer, &[("oidc", "refresh_interval = \"3s\"")])
         + "\n[[policy.routes]]\nname = \"admin\"\npaths = [\"/admin\"]\nallow = [{ roles = [\"admin\"] }]\n";
     let sidecar = Sidecar::start(bound, load(&text, &keys));
     World {
@@ -107,7 +111,7 @@ async fn a_role_change_at_the_idp_takes_effect_at_the_next_refresh() {
         serde_json::json!({"role": "viewer", "groups": ["readers"]}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(INTERVAL).await;
     let r = w.get("/x", &cookie).await;
     assert_eq!(r.status(), 200);
     let fresh = cookie_from(&r).expect("the refreshed session comes with a new cookie");
@@ -120,14 +124,14 @@ async fn a_role_change_at_the_idp_takes_effect_at_the_next_refresh() {
     assert_eq!(header_values(&echo, "x-sidegate-teams"), ["readers"]);
     // Policy is judged on the refreshed identity.
     assert_eq!(w.get("/admin/x", &fresh).await.status(), 403);
-    assert_eq!(w.stats().await["refresh_grants"], 1);
+    assert_eq!(w.stats().await["refresh_invalid_grant"], 0);
 }
 
 #[tokio::test]
 async fn fifty_concurrent_requests_due_for_refresh_cause_exactly_one() {
     let w = world().await;
     let cookie = login(&w).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(INTERVAL).await;
     let calls = (0..50).map(|_| w.get("/x", &cookie));
     let responses = futures_util::future::join_all(calls).await;
     for r in &responses {
@@ -148,9 +152,10 @@ async fn fifty_concurrent_requests_due_for_refresh_cause_exactly_one() {
     assert_eq!(r.status(), 200);
     let fresh = cookie_from(&r).expect("new cookie");
     assert_eq!(w.stats().await["refresh_grants"], 1);
-    // The new cookie is good until its own refresh is due.
+    // The new cookie works (and, if its own refresh fell due meanwhile, spends only its own
+    // new refresh token).
     assert_eq!(w.get("/x", &fresh).await.status(), 200);
-    assert_eq!(w.stats().await["refresh_grants"], 1);
+    assert_eq!(w.stats().await["refresh_invalid_grant"], 0);
 }
 
 #[tokio::test]
@@ -169,7 +174,7 @@ async fn a_refused_refresh_ends_the_session() {
         200,
         "not due yet: the cookie still stands"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(INTERVAL).await;
     let r = w.get("/x", &cookie).await;
     assert_eq!(
         r.status(),
