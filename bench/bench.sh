@@ -9,6 +9,8 @@
 #   b public      sidegate, public path (no session needed)   /public/  200
 #   c session     sidegate, protected path, session cookie    /         200
 #   d redirect    sidegate, protected path, browser, no cookie /        302
+#   e auth        sidegate forward-auth check, session cookie  /.sidegate/auth 200
+#                 (X-Original-URI as nginx sends it; wrk is the trusted proxy)
 # For each: req/s, p50/p99, errors and non-2xx/3xx responses, peak RSS of the
 # server under test (VmRSS every 0.5 s; nginx for a, sidegate otherwise), its
 # CPU µs per request (utime+stime), and req/s ratios to a and to b.
@@ -29,7 +31,7 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-2}"           # seconds, same load, not recorded
 PAUSE="${PAUSE:-1}"             # seconds between scenarios
-SCENARIOS="${SCENARIOS:-a b c d}"
+SCENARIOS="${SCENARIOS:-a b c d e}"
 NGINX_WORKERS="${NGINX_WORKERS:-1}"
 LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none)
 
@@ -45,7 +47,7 @@ done
 ((CONNS >= 1 && CONNS <= 1024)) || die "CONNS must be 1..1024"
 ((THREADS >= 1 && THREADS <= 16 && THREADS <= CONNS)) || die "THREADS must be 1..16 and <= CONNS"
 ((LOGINS <= 100)) || die "LOGINS must be 0..100"
-for s in $SCENARIOS; do [[ $s == [abcd] ]] || die "unknown scenario '$s' (a b c d)"; done
+for s in $SCENARIOS; do [[ $s == [abcde] ]] || die "unknown scenario '$s' (a b c d e)"; done
 
 # ---- tools ----------------------------------------------------------------------
 apt_ensure() {   # install missing Debian packages without starting their services
@@ -193,6 +195,7 @@ cat >"$SGRUN/sidegate.toml" <<EOF
 listen = ["127.0.0.1:$SG_PORT"]
 admin_listen = "127.0.0.1:$SG_ADMIN_PORT"
 public_url = "$SG"
+trusted_proxies = ["127.0.0.1/32"]
 
 [upstream]
 url = "$UP"
@@ -347,6 +350,7 @@ for ((r = 1; r <= RUNS; r++)); do
       b) run_scenario "$r" b-public "$SG/public/" 200 "$SG_PID" sidegate ;;
       c) run_scenario "$r" c-session "$SG/" 200 "$SG_PID" sidegate -H "Cookie: $COOKIE" ;;
       d) run_scenario "$r" d-redirect "$SG/" 302 "$SG_PID" sidegate ;;
+      e) run_scenario "$r" e-auth "$SG/.sidegate/auth" 200 "$SG_PID" sidegate -H "Cookie: $COOKIE" -H "X-Original-URI: /reports?q=1" -H "X-Original-Method: GET" ;;
     esac
   done
 done
