@@ -22,6 +22,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::forward::Downstream;
 use crate::Body;
 
+/// Largest request head accepted: 64 KiB, room for many cookies and long URLs, far from the
+/// ~400 KiB hyper would otherwise buffer per connection.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -88,8 +92,13 @@ pub async fn serve<H, F>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(opts.header_read_timeout)
+        // The request head must fit (431 otherwise); bodies stream through in pieces.
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {

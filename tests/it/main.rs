@@ -1,5 +1,6 @@
 //! The one integration test binary: modules per feature, helpers in `support`.
 
+mod abuse;
 mod bearer;
 mod config;
 mod crafted;
