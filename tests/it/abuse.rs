@@ -156,14 +156,11 @@ async fn oversized_malformed_and_piles_of_stale_cookies_are_harmless() {
         assert_eq!(get(bad.clone()).await.unwrap(), 401, "{bad}");
     }
     // Thousands of stale login-transaction cookies next to a valid session: still served.
+    // (Abandoned logins leave `_sidegate_login_<state>` cookies; 2000 of them fit the limit.)
     let stale: String = (0..2000)
-        .map(|i| format!("_sidegate_tx_{i:04}=x; "))
+        .map(|i| format!("_sidegate_login_{i:08}=x; "))
         .collect();
-    let status = get(format!("{stale}{}", w.cookie)).await;
-    match status {
-        Ok(s) => assert!(s == 200 || s == 431 || s == 400, "{s}"),
-        Err(_) => {} // refused at the header limit: also fine, as long as nothing broke
-    }
+    assert_eq!(get(format!("{stale}{}", w.cookie)).await.unwrap(), 200);
     // A header block over the limit is refused by the server, not buffered without end.
     let huge = format!("_sidegate_x={}", "y".repeat(200_000));
     let status = get(huge).await;
@@ -173,5 +170,5 @@ async fn oversized_malformed_and_piles_of_stale_cookies_are_harmless() {
     );
     // And the server still answers.
     assert_eq!(get(w.cookie.clone()).await.unwrap(), 200);
-    assert!(w.upstream.hits.load(Ordering::SeqCst) >= before + 1);
+    assert!(w.upstream.hits.load(Ordering::SeqCst) > before);
 }
