@@ -7,6 +7,7 @@ mod crafted;
 mod deploy;
 mod dev;
 mod examples;
+mod faults;
 mod first_run;
 mod forward_auth;
 mod id_token;
