@@ -152,7 +152,7 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
         }
         Endpoint::Own(own) => return own_endpoint(cx, own, &without_body(req), now).await,
         Endpoint::Public => return forward(cx, req, from, None, None, "public").await,
-        Endpoint::Protected | Endpoint::Refused(_) => {}
+        Endpoint::Protected => {}
     }
     let host = req.headers().get(header::HOST).cloned();
     let authority = host

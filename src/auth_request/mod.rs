@@ -15,6 +15,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use ipnet::IpNet;
 
+use crate::config::Condition;
 use crate::error::{html_escape, rescue, Failure, Party};
 use crate::identity::Identity;
 use crate::pipeline::{
@@ -88,29 +89,40 @@ impl Allowed {
         a
     }
 
-    /// The first rule `id` fails, named for the log and the 403 page.
+    /// The first rule `id` fails, named for the log and the 403 page; each is a policy
+    /// condition of its own, judged by the policy's own `meets`.
     pub fn check(&self, id: &Identity) -> Result<(), &'static str> {
-        if !self.roles.is_empty() && !self.roles.contains(&id.role) {
-            return Err("allowed_roles");
+        let parts: [(&'static str, Condition); 3] = [
+            (
+                "allowed_roles",
+                Condition {
+                    roles: self.roles.clone(),
+                    ..Condition::default()
+                },
+            ),
+            (
+                "allowed_teams",
+                Condition {
+                    teams: self.teams.clone(),
+                    ..Condition::default()
+                },
+            ),
+            (
+                "allowed_email_domains",
+                Condition {
+                    email_domains: self
+                        .email_domains
+                        .iter()
+                        .map(|d| d.to_ascii_lowercase())
+                        .collect(),
+                    ..Condition::default()
+                },
+            ),
+        ];
+        match parts.iter().find(|(_, c)| !policy::meets(c, id)) {
+            Some((rule, _)) => Err(rule),
+            None => Ok(()),
         }
-        if !self.teams.is_empty() && !id.teams.iter().any(|t| self.teams.contains(t)) {
-            return Err("allowed_teams");
-        }
-        if !self.email_domains.is_empty() {
-            let domain = id
-                .email
-                .as_deref()
-                .and_then(|e| e.rsplit_once('@'))
-                .map(|(_, d)| d.to_ascii_lowercase());
-            if !domain.is_some_and(|d| {
-                self.email_domains
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(&d))
-            }) {
-                return Err("allowed_email_domains");
-            }
-        }
-        Ok(())
     }
 }
 

@@ -764,11 +764,7 @@ async fn rp_initiated(
     s: &crate::session::Session,
     rd: Option<&ReturnTo>,
 ) -> Option<Response<Body>> {
-    let provider = cx
-        .login
-        .oidc
-        .iter()
-        .find(|p| p.issuer() == s.identity.issuer)?;
+    let provider = cx.login.oidc_by_issuer(&s.identity.issuer)?;
     let back = format!(
         "{}{}/logout",
         crate::config::public_origin(&cx.public_url),

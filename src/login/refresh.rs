@@ -66,9 +66,7 @@ async fn run(
 ) -> Result<Session, RefreshError> {
     let provider = cx
         .login
-        .oidc
-        .iter()
-        .find(|p| p.issuer() == session.identity.issuer)
+        .oidc_by_issuer(&session.identity.issuer)
         .ok_or_else(|| {
             RefreshError::Rejected("the session's provider is no longer configured".into())
         })?;

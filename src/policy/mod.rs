@@ -145,8 +145,8 @@ pub fn denied(route: Option<&Route>) -> Refusal {
     }
 }
 
-/// Every field given holds (each list any-of).
-fn meets(c: &Condition, id: &Identity) -> bool {
+/// Every field given holds (each list any-of); an empty condition holds for everyone.
+pub fn meets(c: &Condition, id: &Identity) -> bool {
     let domain = id
         .email
         .as_deref()

@@ -51,8 +51,6 @@ pub enum Endpoint {
     Public,
     /// Everything else: needs a session.
     Protected,
-    /// A path no server should be asked to interpret (400).
-    Refused(PathRefused),
 }
 
 /// The routing table.
@@ -70,14 +68,6 @@ impl Routes {
     /// The reserved prefix (for building our own URLs).
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// Classifies a request path (a query, if present, is ignored).
-    pub fn classify(&self, raw_path: &str) -> Endpoint {
-        match normalize(raw_path) {
-            Ok(p) => self.classify_normal(&p),
-            Err(why) => Endpoint::Refused(why),
-        }
     }
 
     /// Classifies an already normalized path. Own endpoints match without regard to case;
