@@ -14,8 +14,7 @@ source "$ROOT/scripts/lib/deps.sh"
 # shellcheck source=lib/python.sh
 source "$ROOT/scripts/lib/python.sh" # verifier examples (examples/python)
 
-# What the tests need beyond building, easy to extend as suites arrive
-# (stores: redis-server).
+# What the tests need beyond building, easy to extend as suites arrive.
 APT_PACKAGES=(
   curl
   ca-certificates
@@ -32,6 +31,10 @@ APT_PACKAGES=(
   php8.2-cgi
   php8.2-xml
   simplesamlphp
+  # The shared session store tests: redis-server (standalone, Sentinel and
+  # Cluster are all run from its binary; Debian builds it with TLS).
+  redis-server
+  redis-tools
 )
 
 log() { printf '[test-deps] %s\n' "$*" >&2; }

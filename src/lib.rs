@@ -33,6 +33,7 @@ pub mod policy;
 pub mod route;
 pub mod session;
 pub mod sign;
+pub mod store;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -74,9 +75,9 @@ pub enum RunError {
     /// TLS files unusable.
     #[error(transparent)]
     Tls(#[from] accept::TlsError),
-    /// The SAML service provider could not be set up.
+    /// The stages could not be built (SAML service provider, session store).
     #[error(transparent)]
-    Saml(#[from] login::saml::SetupError),
+    Context(#[from] pipeline::ContextError),
 }
 
 /// Runs sidegate on the given listeners until `shutdown` flips to true, then drains.
@@ -87,6 +88,74 @@ pub async fn run(
     config: config::Config,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
+    run_reloading(listeners, config, shutdown, None).await
+}
+
+/// The context requests use now, swapped whole by a reload (a request keeps the one it
+/// started with), and the background tasks that belong to it.
+struct Live {
+    cx: arc_swap::ArcSwap<pipeline::Context>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Discovery, bearer keys and SAML metadata of one context.
+fn background(cx: &Arc<pipeline::Context>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks: Vec<_> = cx
+        .login
+        .oidc
+        .iter()
+        .map(|p| tokio::spawn(p.clone().load_with_retry()))
+        .collect();
+    if cx.bearer.is_enabled() {
+        let cx = cx.clone();
+        tasks.push(tokio::spawn(async move { cx.bearer.warm_up().await }));
+    }
+    if let Some(s) = cx.login.saml.clone() {
+        let http = login::idp_http::IdpHttp::new(std::time::Duration::from_secs(10));
+        tasks.push(tokio::spawn(s.keep_metadata_fresh(http)));
+    }
+    tasks
+}
+
+/// How long a reload waits for the new config's IdPs before switching anyway.
+const RELOAD_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Applies a reloaded config: builds the new context beside the old one, lets its IdP
+/// discovery and metadata load (bounded), then swaps it in. Connections stay open; the
+/// listeners, TLS and timeouts of `[server]` need a restart.
+async fn apply_reload(live: &Live, config: config::Config) {
+    let old = live.cx.load_full();
+    let cx = match pipeline::Context::reloaded(config, &old) {
+        Ok(cx) => Arc::new(cx),
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused; the running config stays");
+            return;
+        }
+    };
+    let tasks = background(&cx);
+    let deadline = tokio::time::Instant::now() + RELOAD_READY_WAIT;
+    while !(cx.login.oidc.iter().all(|p| p.is_ready())
+        && cx.login.saml.as_ref().is_none_or(|s| s.is_ready()))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    live.cx.store(cx);
+    let old_tasks = std::mem::replace(&mut *live.tasks.lock().expect("tasks lock"), tasks);
+    for t in old_tasks {
+        t.abort();
+    }
+    tracing::info!("config reloaded");
+}
+
+/// `run`, plus reloads: every config received on `reloads` (already validated) replaces
+/// the running one without dropping connections.
+pub async fn run_reloading(
+    listeners: Listeners,
+    config: config::Config,
+    shutdown: watch::Receiver<bool>,
+    reloads: Option<tokio::sync::mpsc::Receiver<config::Config>>,
+) -> Result<(), RunError> {
     let tls = match &config.server.tls {
         Some(t) => Some(accept::tls_acceptor(&t.cert_file, &t.key_file)?),
         None => None,
@@ -96,26 +165,16 @@ pub async fn run(
         shutdown_grace: config.server.shutdown_grace,
     };
     let cx = Arc::new(pipeline::Context::new(config)?);
-    let discovery: Vec<_> = cx
-        .login
-        .oidc
-        .iter()
-        .map(|p| tokio::spawn(p.clone().load_with_retry()))
-        .collect();
-    let bearer_keys = cx.bearer.is_enabled().then(|| {
-        let cx = cx.clone();
-        tokio::spawn(async move { cx.bearer.warm_up().await })
-    });
-    let saml_metadata = cx.login.saml.clone().map(|s| {
-        let http = login::idp_http::IdpHttp::new(std::time::Duration::from_secs(10));
-        tokio::spawn(s.keep_metadata_fresh(http))
+    let live = Arc::new(Live {
+        tasks: std::sync::Mutex::new(background(&cx)),
+        cx: arc_swap::ArcSwap::new(cx),
     });
 
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners.public {
-        let cx = cx.clone();
+        let live = live.clone();
         let handler = move |req, from| {
-            let cx = cx.clone();
+            let cx = live.cx.load_full();
             async move { pipeline::handle(&cx, req, from).await }
         };
         tasks.spawn(accept::serve(
@@ -127,15 +186,22 @@ pub async fn run(
         ));
     }
     if let Some(l) = listeners.admin {
-        let cx = cx.clone();
-        let handler = move |req, _from| admin::handle(cx.clone(), req);
+        let live = live.clone();
+        let handler = move |req, _from| admin::handle(live.cx.load_full(), req);
         tasks.spawn(accept::serve(l, None, opts, handler, shutdown.clone()));
     }
+    let reloader = reloads.map(|mut rx| {
+        let live = live.clone();
+        tokio::spawn(async move {
+            while let Some(cfg) = rx.recv().await {
+                apply_reload(&live, cfg).await;
+            }
+        })
+    });
     while tasks.join_next().await.is_some() {}
-    for task in discovery
+    for task in reloader
         .into_iter()
-        .chain(saml_metadata)
-        .chain(bearer_keys)
+        .chain(std::mem::take(&mut *live.tasks.lock().expect("tasks lock")))
     {
         task.abort();
     }

@@ -29,6 +29,10 @@ struct Cli {
         default_value = "sidegate.toml"
     )]
     config: PathBuf,
+    /// Also reload when the config file's content changes (checked every 2 s); SIGHUP
+    /// always reloads. For `run`.
+    #[arg(long, global = true, env = "SIDEGATE_WATCH_CONFIG")]
+    watch_config: bool,
 }
 
 #[derive(Subcommand)]
@@ -170,7 +174,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             sidegate::telemetry::init(config.log, std::env::var("RUST_LOG").ok().as_deref());
-            block_on(serve(config))
+            block_on(serve(config, cli.config.clone(), cli.watch_config))
         }
         Command::Dev {
             port,
@@ -235,7 +239,68 @@ fn shutdown_on_signal() -> tokio::sync::watch::Receiver<bool> {
     rx
 }
 
-async fn serve(config: sidegate::config::Config) -> anyhow::Result<()> {
+/// The config file again, for a reload: `None` (with the problems logged) if it no longer
+/// loads, so the running config stays.
+fn reload_config(path: &Path) -> Option<sidegate::config::Config> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "config reload refused (cannot read the file); the running config stays");
+            return None;
+        }
+    };
+    let env: sidegate::config::Env = std::env::vars().collect();
+    let base = path.parent().unwrap_or(Path::new("."));
+    match sidegate::config::load(&text, &env, base) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(path = %path.display(), problems = %e, "config reload refused (invalid); the running config stays");
+            None
+        }
+    }
+}
+
+/// Sends the reloaded config on SIGHUP and, with `watch`, when the file's content changes.
+fn reloads(
+    path: PathBuf,
+    watch: bool,
+    running: &sidegate::config::Config,
+) -> tokio::sync::mpsc::Receiver<sidegate::config::Config> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let listen = (running.server.listen.clone(), running.server.admin_listen);
+    tokio::spawn(async move {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("SIGHUP handler");
+        let mut seen = std::fs::read(&path).ok();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            let why = tokio::select! {
+                _ = hup.recv() => "SIGHUP",
+                _ = tick.tick(), if watch => {
+                    let now = std::fs::read(&path).ok();
+                    if now.is_none() || now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    "config file changed"
+                }
+            };
+            tracing::info!(trigger = why, path = %path.display(), "reloading config");
+            let Some(cfg) = reload_config(&path) else {
+                continue;
+            };
+            if (cfg.server.listen.clone(), cfg.server.admin_listen) != listen {
+                tracing::warn!("server.listen / server.admin_listen changed: listeners need a restart; the other changes apply now");
+            }
+            if tx.send(cfg).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn serve(config: sidegate::config::Config, path: PathBuf, watch: bool) -> anyhow::Result<()> {
     let mut public = Vec::new();
     for addr in &config.server.listen {
         public.push(
@@ -253,10 +318,12 @@ async fn serve(config: sidegate::config::Config) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(listen = ?config.server.listen, admin = ?config.server.admin_listen, upstream = ?config.upstream.as_ref().map(|u| u.url.as_str()), "sidegate starting");
-    sidegate::run(
+    let reloads = reloads(path, watch, &config);
+    sidegate::run_reloading(
         sidegate::Listeners { public, admin },
         config,
         shutdown_on_signal(),
+        Some(reloads),
     )
     .await?;
     tracing::info!("stopped");

@@ -50,17 +50,40 @@ pub struct Context {
     pub forward_auth: ForwardAuth,
     /// The protected app (none in forward-auth-only deployments).
     pub upstream: Option<Upstream>,
-    /// Counters for `/metrics`.
-    pub metrics: Metrics,
+    /// Counters for `/metrics` (kept across reloads).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
     /// Builds every stage from the validated config.
-    pub fn new(cfg: Config) -> Result<Self, login::saml::SetupError> {
+    pub fn new(cfg: Config) -> Result<Self, ContextError> {
+        Self::build(cfg, None)
+    }
+
+    /// Builds every stage from a reloaded config, keeping what must outlive a reload:
+    /// metrics, refreshes in flight, cookie-session revocations and, unless the store
+    /// changed to Redis, the in-memory store (server-side sessions and replay caches).
+    pub fn reloaded(cfg: Config, old: &Context) -> Result<Self, ContextError> {
+        Self::build(cfg, Some(old))
+    }
+
+    fn build(cfg: Config, old: Option<&Context>) -> Result<Self, ContextError> {
+        let store = match old {
+            Some(o)
+                if !o.sessions.store().is_shared()
+                    && !matches!(cfg.session.store, crate::config::SessionStore::Redis(_)) =>
+            {
+                o.sessions.store().clone()
+            }
+            _ => Arc::new(crate::store::Shared::new(&cfg.session.store)?),
+        };
+        let mut sessions = Sessions::new(cfg.session, store);
+        if let Some(o) = old {
+            sessions.adopt_revocations(&o.sessions);
+        }
         let origin = crate::config::public_origin(&cfg.server.public_url);
         let prefix = cfg.server.prefix.clone();
         let redirect = format!("{origin}{prefix}/oidc/callback");
-        let used = login::state::UsedStates::new(cfg.session.login_lifetime);
         let forward_auth = ForwardAuth::new(cfg.server.trusted_proxies.clone(), &prefix);
         let saml = match cfg.saml {
             Some(s) => Some(Arc::new(login::saml::Saml::new(
@@ -81,10 +104,9 @@ impl Context {
                     .map(|o| Arc::new(login::oidc::Provider::new(o, redirect.clone())))
                     .collect(),
                 choice: cfg.login,
-                flights: Default::default(),
+                flights: old.map(|o| o.login.flights.clone()).unwrap_or_default(),
                 local: cfg.local.map(|l| Arc::new(login::local::Local::new(l))),
                 saml,
-                used,
             },
             signer: Signer::new(cfg.assertion, cfg.headers, origin),
             forward_auth,
@@ -94,11 +116,22 @@ impl Context {
                 .upstream
                 .as_ref()
                 .map(|u| Upstream::new(u, cfg.server.trusted_proxies)),
-            sessions: Sessions::new(cfg.session),
+            sessions,
             public_url: cfg.server.public_url,
-            metrics: Metrics::default(),
+            metrics: old.map_or_else(Default::default, |o| o.metrics.clone()),
         })
     }
+}
+
+/// Why the stages could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The SAML service provider could not be set up.
+    #[error(transparent)]
+    Saml(#[from] login::saml::SetupError),
+    /// The session store's addresses are unusable.
+    #[error("session.redis: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Handles one downstream request. Never panics on input; every failure is a response (in the
@@ -191,7 +224,23 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
             login::challenge(cx, &without_body(req), Some(why)).await
         }
         Authenticated::No(NoCredential::BadToken(e)) => bearer_refused(cx, &e),
+        Authenticated::No(NoCredential::StoreDown(e)) => store_down(cx, &e, json),
     }
+}
+
+/// 503 when the session store does not answer: fail closed, never a login loop (the
+/// session may well be valid) and never a request to the app.
+pub fn store_down(cx: &Context, e: &crate::store::StoreError, json: bool) -> Response<Body> {
+    cx.metrics.request("store_unavailable");
+    rescue(
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Party::Internal,
+            "Sign-in is temporarily unavailable. Please try again in a minute.",
+            format!("session store: {e}"),
+        ),
+        json,
+    )
 }
 
 /// Why a request carries no usable credential.
@@ -203,6 +252,8 @@ pub enum NoCredential {
     BadCookie(Invalid),
     /// A bearer token that was refused (or could not be checked).
     BadToken(BearerError),
+    /// A server-side session cookie the store could not look up.
+    StoreDown(crate::store::StoreError),
 }
 
 impl std::fmt::Display for NoCredential {
@@ -211,6 +262,7 @@ impl std::fmt::Display for NoCredential {
             NoCredential::Absent => f.write_str("no session cookie or bearer token"),
             NoCredential::BadCookie(why) => write!(f, "session cookie ignored: {why}"),
             NoCredential::BadToken(e) => write!(f, "bearer token: {e}"),
+            NoCredential::StoreDown(e) => write!(f, "session store: {e}"),
         }
     }
 }
@@ -275,11 +327,12 @@ pub async fn authenticate(
             };
         }
     }
-    let (session, touch) = match cx.sessions.check(headers, now) {
+    let (session, touch) = match cx.sessions.check(headers, now).await {
         Checked::Valid(s) => (s, false),
         Checked::Touch(s) => (s, true),
         Checked::Absent => return Authenticated::No(NoCredential::Absent),
         Checked::Invalid(why) => return Authenticated::No(NoCredential::BadCookie(why)),
+        Checked::Unavailable(e) => return Authenticated::No(NoCredential::StoreDown(e)),
     };
     // Due for a refresh: new claims (and cookie) before anything is decided on them.
     let (session, touch) = match session.refresh_due(unix(now)) {
@@ -298,7 +351,7 @@ pub async fn authenticate(
         },
     };
     let (session, cookies) = if touch {
-        cx.sessions.touch(session, now)
+        cx.sessions.touch(session, now).await
     } else {
         (session, Vec::new())
     };
@@ -379,15 +432,15 @@ async fn own_endpoint(
         Own::OidcCallback => login::callback(cx, req, now).await,
         Own::SamlMetadata => login::saml_metadata(cx, req),
         Own::SamlLogin => login::saml_login(cx, req).await,
-        Own::SamlSlo => login::saml_slo(cx, req, now),
+        Own::SamlSlo => login::saml_slo(cx, req, now).await,
         Own::SamlAcs => unreachable!("handled with its body in `handle`"),
         Own::Auth => unreachable!("handled with the peer address in `handle`"),
         Own::OidcBackchannelLogout | Own::LocalLogin => {
             unreachable!("handled with its body in `handle`")
         }
-        Own::OidcFrontchannelLogout => login::oidc_frontchannel_logout(cx, req, now),
+        Own::OidcFrontchannelLogout => login::oidc_frontchannel_logout(cx, req, now).await,
         Own::Logout => login::logout(cx, req, now).await,
-        Own::Userinfo => login::userinfo(cx, req, now),
+        Own::Userinfo => login::userinfo(cx, req, now).await,
         Own::Jwks => login::jwks(cx),
         Own::Logo => cx.pages.logo(),
         Own::Unknown => rescue(

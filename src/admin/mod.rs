@@ -20,13 +20,14 @@ use crate::{full_body, Body};
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Every request outcome, created up front so counting allocates nothing.
-const OUTCOMES: [&str; 7] = [
+const OUTCOMES: [&str; 8] = [
     "proxied",
     "public",
     "own",
     "redirect_login",
     "unauthenticated",
     "upstream_error",
+    "store_unavailable",
     "other",
 ];
 
@@ -108,16 +109,22 @@ pub async fn handle(cx: Arc<Context>, req: Request<Incoming>) -> Response<Body> 
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" => {
-            if cx.login.oidc.iter().all(|p| p.is_ready())
-                && cx.login.saml.as_ref().is_none_or(|s| s.is_ready())
+            if !(cx.login.oidc.iter().all(|p| p.is_ready())
+                && cx.login.saml.as_ref().is_none_or(|s| s.is_ready()))
             {
-                text(StatusCode::OK, "ready\n".into(), "text/plain")
-            } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: IdP discovery not loaded\n".into(),
                     "text/plain",
                 )
+            } else if let Some(why) = cx.sessions.store().not_ready().await {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                    "text/plain",
+                )
+            } else {
+                text(StatusCode::OK, "ready\n".into(), "text/plain")
             }
         }
         "/metrics" => {

@@ -306,6 +306,9 @@ pub async fn check(
             cookies,
         } => (identity, headers, cookies),
         Authenticated::No(NoCredential::BadToken(e)) => return bearer_refused(cx, &e),
+        Authenticated::No(NoCredential::StoreDown(e)) => {
+            return crate::pipeline::store_down(cx, &e, json)
+        }
         Authenticated::No(why) => {
             cx.metrics.request("auth_unauthenticated");
             tracing::info!(via = ?original.via, reason = %why, uri = original.uri.as_deref().unwrap_or("?"), "forward-auth: 401");

@@ -374,6 +374,54 @@ pub struct SessionConfig {
     pub same_site: SameSite,
     /// Lifetime of a login transaction (state, nonce, PKCE verifier).
     pub login_lifetime: Duration,
+    /// Where sessions live.
+    pub store: SessionStore,
+}
+
+/// `session.store`: where session data live. Cookie sessions need nothing on the server;
+/// the server-side stores keep only an opaque id and a per-session key in the cookie.
+#[derive(Debug, Clone, Default)]
+pub enum SessionStore {
+    /// Everything sealed in the cookie (stateless; any replica reads it).
+    #[default]
+    Cookie,
+    /// In this process (one replica; sessions end with a restart).
+    Memory,
+    /// In Redis, shared by every replica, with the state that must be global.
+    Redis(RedisConfig),
+}
+
+/// `[session.redis]`: how to reach Redis (or Valkey).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Which deployment shape.
+    pub target: RedisTarget,
+    /// ACL user name (AUTH), if any.
+    pub username: Option<String>,
+    /// AUTH password, if any.
+    pub password: Option<Secret>,
+    /// A private CA (PEM) for `rediss://`, instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Prefix of every key sidegate writes.
+    pub prefix: String,
+    /// Per-command (and per-connect) timeout.
+    pub timeout: Duration,
+}
+
+/// The shapes of a Redis deployment.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One server (`redis://` or `rediss://` URL).
+    Standalone(String),
+    /// A master found through Sentinel.
+    Sentinel {
+        /// Sentinel URLs.
+        sentinels: Vec<String>,
+        /// The monitored master's name.
+        master: String,
+    },
+    /// Redis Cluster seed nodes.
+    Cluster(Vec<String>),
 }
 
 /// The signed assertion sent to the upstream.

@@ -261,6 +261,24 @@ pub struct Session {
     pub cookie_domain: Option<String>,
     pub same_site: Option<String>,
     pub login_lifetime: Option<String>,
+    pub store: Option<String>,
+    pub redis: Option<Redis>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Redis {
+    pub url: Option<String>,
+    pub sentinels: Vec<String>,
+    pub master_name: Option<String>,
+    pub cluster: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub ca_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,7 @@ mod login;
 mod oidc;
 mod policy;
 mod saml;
+mod store;
 
 const ENV_PREFIX: &str = "SIDEGATE_";
 
@@ -730,7 +731,9 @@ fn build_session(
             );
         }
     }
+    let store = store::build(s, env, base_dir, p);
     Some(SessionConfig {
+        store,
         cookie_name,
         keys: keys?,
         absolute_lifetime,
@@ -1194,6 +1197,35 @@ pub(super) fn describe(c: &Config) -> String {
     ];
     if let Some(dom) = &c.session.cookie_domain {
         session.push(("cookie_domain", s(dom)));
+    }
+    session.push((
+        "store",
+        s(match &c.session.store {
+            SessionStore::Cookie => "cookie",
+            SessionStore::Memory => "memory",
+            SessionStore::Redis(_) => "redis",
+        }),
+    ));
+    if let SessionStore::Redis(r) = &c.session.store {
+        let mut redis = match &r.target {
+            RedisTarget::Standalone(u) => vec![("url", s(u))],
+            RedisTarget::Sentinel { sentinels, master } => vec![
+                ("sentinels", V::Array(sentinels.iter().map(s).collect())),
+                ("master_name", s(master)),
+            ],
+            RedisTarget::Cluster(nodes) => {
+                vec![("cluster", V::Array(nodes.iter().map(s).collect()))]
+            }
+        };
+        if let Some(u) = &r.username {
+            redis.push(("username", s(u)));
+        }
+        if r.password.is_some() {
+            redis.push(("password", s("<redacted>")));
+        }
+        redis.push(("key_prefix", s(&r.prefix)));
+        redis.push(("timeout", d(r.timeout)));
+        session.push(("redis", table(redis)));
     }
     root.insert("session".into(), table(session));
     root.insert(

@@ -94,11 +94,12 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
     };
     let answering = match state::take(
         &cx.sessions,
-        &cx.login.used,
         head.headers(),
         form.relay_state.as_deref(),
         now,
-    ) {
+    )
+    .await
+    {
         Ok(tx) => match tx.proto {
             TxProto::Saml { request_id, idp } => Answering::Solicited {
                 state: tx.state,
@@ -164,7 +165,7 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
             "Sign-in that starts at the identity provider is not enabled for this application. Please open the application and sign in from there.",
         );
     }
-    if saml.seen_before(&form.xml) {
+    if saml.seen_before(cx.sessions.store(), &form.xml).await {
         return login_failed(
             cx,
             "replayed",
@@ -187,15 +188,31 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
             )
         }
     };
-    if !saml.first_use(&verified, now) {
-        return login_failed(
-            cx,
-            "replayed",
-            format!("assertion {} was already used", verified.assertion_id),
-            StatusCode::FORBIDDEN,
-            Party::Downstream,
-            REFUSED,
-        );
+    match saml.first_use(cx.sessions.store(), &verified, now).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return login_failed(
+                cx,
+                "replayed",
+                format!("assertion {} was already used", verified.assertion_id),
+                StatusCode::FORBIDDEN,
+                Party::Downstream,
+                REFUSED,
+            )
+        }
+        Err(e) => {
+            return login_failed(
+                cx,
+                "store_unavailable",
+                format!(
+                    "assertion {} could not be marked used: {e}",
+                    verified.assertion_id
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Party::Internal,
+                "Sign-in cannot be completed right now. Please try again in a minute.",
+            )
+        }
     }
     match answering {
         Answering::Solicited {
@@ -213,6 +230,7 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
                 Some(&state),
                 now,
             )
+            .await
         }
         Answering::Unsolicited { relay_state } => {
             let rt = landing(cx, &idp, relay_state.as_deref());
@@ -225,7 +243,7 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
                 Ok(i) => i,
                 Err(resp) => return resp,
             };
-            finish_login(cx, identity, idp_session(&verified), rt, None, now)
+            finish_login(cx, identity, idp_session(&verified), rt, None, now).await
         }
     }
 }

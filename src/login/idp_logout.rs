@@ -58,7 +58,10 @@ pub async fn backchannel(cx: &Context, req: Request<Body>, now: SystemTime) -> R
     let Some(provider) = cx.login.oidc_by_issuer(&iss) else {
         return refused(cx, format!("issuer `{iss}` is not a configured provider"));
     };
-    let t = match provider.verify_logout_token(&token, unix(now)).await {
+    let t = match provider
+        .verify_logout_token(cx.sessions.store(), &token, unix(now))
+        .await
+    {
         Ok(t) => t,
         Err(e) => return refused(cx, e),
     };
@@ -67,7 +70,13 @@ pub async fn backchannel(cx: &Context, req: Request<Body>, now: SystemTime) -> R
         (None, Some(sub)) => Revoke::Sub(sub),
         (None, None) => unreachable!("logout_token::verify requires sid or sub"),
     };
-    cx.sessions.revoke(provider.issuer(), by, unix(now));
+    if let Err(e) = cx.sessions.revoke(provider.issuer(), by, unix(now)).await {
+        tracing::warn!(error = %e, provider = provider.name(), "back-channel logout not applied: the session store is unavailable; the IdP should retry");
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("session store unavailable"),
+        );
+    }
     cx.metrics.request("idp_logout");
     tracing::info!(target: "sidegate::audit", event = "backchannel_logout", outcome = "success",
         provider = provider.name(), sid = t.sid.as_deref().unwrap_or("-"), subject = t.sub.as_deref().unwrap_or("-"),
@@ -78,7 +87,7 @@ pub async fn backchannel(cx: &Context, req: Request<Body>, now: SystemTime) -> R
 /// `oidc/frontchannel-logout?iss=…&sid=…`: revokes that IdP session and clears this
 /// browser's cookies (when the iframe gets them). Unsigned by design (OpenID Connect
 /// Front-Channel Logout 1.0): it can only end sessions, and only the one `sid` names.
-pub fn frontchannel(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
+pub async fn frontchannel(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
     let q = super::query(req);
     let (Some(iss), Some(sid)) = (q.get("iss"), q.get("sid").filter(|s| !s.is_empty())) else {
         return answer(StatusCode::BAD_REQUEST, Some("iss and sid are required"));
@@ -86,8 +95,17 @@ pub fn frontchannel(cx: &Context, req: &Request<()>, now: SystemTime) -> Respons
     let Some(provider) = cx.login.oidc_by_issuer(iss) else {
         return answer(StatusCode::BAD_REQUEST, Some("unknown issuer"));
     };
-    cx.sessions
-        .revoke(provider.issuer(), Revoke::Sid(sid), unix(now));
+    if let Err(e) = cx
+        .sessions
+        .revoke(provider.issuer(), Revoke::Sid(sid), unix(now))
+        .await
+    {
+        tracing::warn!(error = %e, provider = provider.name(), "front-channel logout not applied: the session store is unavailable");
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("session store unavailable"),
+        );
+    }
     tracing::info!(target: "sidegate::audit", event = "frontchannel_logout", provider = provider.name(), sid = %sid, "session ended by the IdP");
     let mut resp = Response::builder()
         .status(StatusCode::OK)

@@ -208,7 +208,7 @@ pub async fn endpoint(
         teams: u.teams.clone(),
         extra: Vec::new(),
     };
-    let mut resp = super::finish_login(cx, identity, None, rt, None, now);
+    let mut resp = super::finish_login(cx, identity, None, rt, None, now).await;
     resp.headers_mut().append(
         header::SET_COOKIE,
         cx.sessions

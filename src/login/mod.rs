@@ -27,7 +27,7 @@ pub use self::idp_logout::{
 use self::oidc::OidcError;
 use self::return_to::ReturnTo;
 pub use self::slo::saml_slo;
-use self::state::{LoginTx, TxError, TxProto, UsedStates};
+use self::state::{LoginTx, TxError, TxProto};
 use crate::config::LoginConfig;
 use crate::error::{html_escape, rescue, Failure, Party};
 use crate::pipeline::Context;
@@ -46,8 +46,6 @@ pub struct Login {
     pub flights: refresh::Flights,
     /// Local accounts, if configured.
     pub local: Option<Arc<local::Local>>,
-    /// States already consumed.
-    pub used: UsedStates,
 }
 
 /// What a login start knows that may pick the provider.
@@ -529,11 +527,12 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
     }
     let tx = match state::take(
         &cx.sessions,
-        &cx.login.used,
         req.headers(),
         q.get("state").map(String::as_str),
         now,
-    ) {
+    )
+    .await
+    {
         Ok(tx) => tx,
         Err(e) => return tx_refused(cx, e),
     };
@@ -652,6 +651,7 @@ pub async fn callback(cx: &Context, req: &Request<()>, now: SystemTime) -> Respo
         Some(&tx.state),
         now,
     )
+    .await
 }
 
 fn tx_refused(cx: &Context, e: TxError) -> Response<Body> {
@@ -662,12 +662,18 @@ fn tx_refused(cx: &Context, e: TxError) -> Response<Body> {
         TxError::StateMismatch => "state_mismatch",
         TxError::Expired => "transaction_expired",
         TxError::Replayed => "replayed",
+        TxError::Unavailable => "store_unavailable",
+    };
+    let status = if e == TxError::Unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_REQUEST
     };
     login_failed(
         cx,
         reason,
         e.to_string(),
-        StatusCode::BAD_REQUEST,
+        status,
         Party::Downstream,
         "This sign-in link is no longer valid. Please start again.",
     )
@@ -686,7 +692,7 @@ fn denied(cx: &Context, d: crate::identity::Denied) -> Response<Body> {
 
 /// The end of every successful login: a new session (new id; old cookies replaced), the
 /// audit line, the transaction cookie cleared, and the redirect to the checked return URL.
-pub(crate) fn finish_login(
+pub(crate) async fn finish_login(
     cx: &Context,
     identity: crate::identity::Identity,
     idp_session: Option<crate::session::IdpSession>,
@@ -694,7 +700,21 @@ pub(crate) fn finish_login(
     tx_state: Option<&str>,
     now: SystemTime,
 ) -> Response<Body> {
-    let (session, cookies) = cx.sessions.create(identity, idp_session, now);
+    let (session, cookies) = match cx.sessions.create(identity, idp_session, now).await {
+        Ok(x) => x,
+        Err(e) => {
+            cx.metrics.login("failure", "store_unavailable");
+            return rescue(
+                Failure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Party::Internal,
+                    "Sign-in cannot be completed right now. Please try again in a minute.",
+                    format!("login refused: the session could not be stored: {e}"),
+                ),
+                false,
+            );
+        }
+    };
     cx.metrics.login("success", "ok");
     tracing::info!(target: "sidegate::audit", event = "login", outcome = "success", subject = %session.identity.subject,
         issuer = %session.identity.issuer, user = %session.identity.user, role = %session.identity.role, "login succeeded");
@@ -738,7 +758,7 @@ pub async fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Respons
         None => None,
     };
     let mut single_logout = None;
-    if let Checked::Valid(s) | Checked::Touch(s) = cx.sessions.check(req.headers(), now) {
+    if let Checked::Valid(s) | Checked::Touch(s) = cx.sessions.check(req.headers(), now).await {
         cx.signer.forget(&s.sid);
         tracing::info!(target: "sidegate::audit", event = "logout", subject = %s.identity.subject, "logout");
         single_logout = slo::begin(cx, &s, rd.as_ref(), now);
@@ -750,6 +770,7 @@ pub async fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Respons
         Some(rt) => redirect(rt.as_str()),
         None => cx.pages.signed_out(),
     });
+    cx.sessions.end(req.headers()).await;
     for c in cx.sessions.clear() {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -778,8 +799,8 @@ async fn rp_initiated(
 }
 
 /// The current identity as JSON (no tokens), or 401.
-pub fn userinfo(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
-    match cx.sessions.check(req.headers(), now) {
+pub async fn userinfo(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
+    match cx.sessions.check(req.headers(), now).await {
         Checked::Valid(s) | Checked::Touch(s) => {
             let id = &s.identity;
             let body = serde_json::json!({

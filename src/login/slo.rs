@@ -51,16 +51,16 @@ pub(super) fn begin(
 }
 
 /// `saml/slo`: a LogoutRequest from the IdP, or the LogoutResponse to ours.
-pub fn saml_slo(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
+pub async fn saml_slo(cx: &Context, req: &Request<()>, now: SystemTime) -> Response<Body> {
     if cx.login.saml.is_none() {
         return not_enabled(req, "SAML");
     }
     let query = req.uri().query().unwrap_or("");
     let has = |p: &str| query.split('&').any(|kv| kv.split('=').next() == Some(p));
     if has("SAMLRequest") {
-        idp_logout(cx, req, query, now)
+        idp_logout(cx, req, query, now).await
     } else if has("SAMLResponse") {
-        logout_done(cx, req, query, now)
+        logout_done(cx, req, query, now).await
     } else {
         rescue(
             Failure::new(
@@ -89,13 +89,18 @@ fn slo_failed(reason: &'static str, detail: String) -> Response<Body> {
 
 /// The IdP ends this browser's session: signature required; the session ends only if it
 /// is the one named (issuer, NameID, SessionIndex); the answer goes back to the IdP.
-fn idp_logout(cx: &Context, req: &Request<()>, query: &str, now: SystemTime) -> Response<Body> {
+async fn idp_logout(
+    cx: &Context,
+    req: &Request<()>,
+    query: &str,
+    now: SystemTime,
+) -> Response<Body> {
     let saml = cx.login.saml.as_ref().expect("checked by the caller");
     let (idp, lr, relay) = match saml.read_logout_request(query, now) {
         Ok(x) => x,
         Err(e) => return slo_failed(e.reason(), e.to_string()),
     };
-    let (status, end_here) = match cx.sessions.check(req.headers(), now) {
+    let (status, end_here) = match cx.sessions.check(req.headers(), now).await {
         Checked::Valid(s) | Checked::Touch(s) => {
             let named = s.identity.issuer == idp.metadata.entity_id
                 && s.identity.subject == lr.name_id
@@ -132,6 +137,7 @@ fn idp_logout(cx: &Context, req: &Request<()>, query: &str, now: SystemTime) -> 
     };
     let mut resp = redirect(url.as_str());
     if end_here {
+        cx.sessions.end(req.headers()).await;
         for c in cx.sessions.clear() {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -141,19 +147,18 @@ fn idp_logout(cx: &Context, req: &Request<()>, query: &str, now: SystemTime) -> 
 
 /// The IdP answers our LogoutRequest: the session here is already gone; check the answer
 /// belongs to this browser's logout and go where that logout asked.
-fn logout_done(cx: &Context, req: &Request<()>, query: &str, now: SystemTime) -> Response<Body> {
+async fn logout_done(
+    cx: &Context,
+    req: &Request<()>,
+    query: &str,
+    now: SystemTime,
+) -> Response<Body> {
     let saml = cx.login.saml.as_ref().expect("checked by the caller");
     let (lr, relay) = match saml.read_logout_response(query) {
         Ok(x) => x,
         Err(e) => return slo_failed(e.reason(), e.to_string()),
     };
-    let tx = match state::take(
-        &cx.sessions,
-        &cx.login.used,
-        req.headers(),
-        relay.as_deref(),
-        now,
-    ) {
+    let tx = match state::take(&cx.sessions, req.headers(), relay.as_deref(), now).await {
         Ok(tx) => tx,
         Err(e) => return slo_failed("transaction", e.to_string()),
     };

@@ -6,7 +6,7 @@
 //! tabs do not overwrite each other. A consumed state is remembered until the transaction
 //! would have expired, so a replayed callback is refused even with the cookie.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,9 @@ pub enum TxError {
     /// Older than `session.login_lifetime`.
     #[error("login transaction expired")]
     Expired,
+    /// The shared store could not record the state as used.
+    #[error("session store unavailable")]
+    Unavailable,
     /// This state was already used.
     #[error("callback replayed")]
     Replayed,
@@ -115,25 +118,9 @@ pub fn clear_cookie(sessions: &Sessions, prefix: &str, state: &str) -> HeaderVal
     )
 }
 
-/// Remembers consumed states until their transactions would have expired.
-pub struct UsedStates(moka::sync::Cache<String, ()>);
-
-impl UsedStates {
-    /// A cache whose entries live as long as a login transaction.
-    pub fn new(lifetime: Duration) -> Self {
-        UsedStates(
-            moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(lifetime)
-                .build(),
-        )
-    }
-}
-
 /// Finds, opens and checks the transaction for the callback's `state`, and marks it used.
-pub fn take(
+pub async fn take(
     sessions: &Sessions,
-    used: &UsedStates,
     headers: &HeaderMap,
     state: Option<&str>,
     now: SystemTime,
@@ -156,12 +143,13 @@ pub fn take(
     if unix(now) - tx.created > sessions.config().login_lifetime.as_secs() as i64 {
         return Err(TxError::Expired);
     }
-    let mut fresh = false;
-    used.0.entry(tx.state.clone()).or_insert_with(|| {
-        fresh = true;
-    });
-    if !fresh {
-        return Err(TxError::Replayed);
+    let ttl = sessions.config().login_lifetime;
+    match crate::store::first_use(sessions.store(), "state", &tx.state, ttl).await {
+        Ok(true) => Ok(tx),
+        Ok(false) => Err(TxError::Replayed),
+        Err(e) => {
+            tracing::warn!(error = %e, "login state could not be marked used");
+            Err(TxError::Unavailable)
+        }
     }
-    Ok(tx)
 }

@@ -2,20 +2,26 @@
 //! whether a request carries a valid one.
 //!
 //! Stateless by default: everything lives in the AEAD-sealed cookie, so any replica can serve
-//! any request. Only this module knows the cookie names and wire format.
+//! any request. With a server-side store (`session.store = "memory" | "redis"`) the cookie
+//! holds only a handle (`stored`) and the sealed payload lives in the store, where logout
+//! and IdP revocation delete it. Only this module knows the cookie names and wire format.
 
 pub mod cookie;
+pub mod stored;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{SameSite, SessionConfig};
+use crate::config::{SameSite, SessionConfig, SessionStore};
 use crate::identity::Identity;
 use crate::keys::random_token;
+use crate::store::{Shared, Store, StoreError};
 pub use cookie::OpenError;
+use stored::{index_key, Handle};
 
 const PURPOSE: &[u8] = b"sidegate session v1";
 /// A browser keeps cookies up to 4096 bytes; stay well below with attributes included.
@@ -121,6 +127,8 @@ pub struct Session {
     pub idle_until: i64,
     /// The IdP's session reference (SAML logins), for single logout.
     pub idp_session: Option<IdpSession>,
+    /// Where a server-side session lives (none for cookie sessions).
+    handle: Option<Handle>,
 }
 
 /// Why a presented session was not accepted.
@@ -147,6 +155,9 @@ pub enum Invalid {
     /// The IdP refused to refresh it.
     #[error("refresh refused")]
     RefreshFailed,
+    /// A server-side session that is no longer in the store (logged out, revoked, expired).
+    #[error("not in the session store (ended)")]
+    Ended,
 }
 
 /// The outcome of looking at a request's cookies.
@@ -160,16 +171,21 @@ pub enum Checked {
     Absent,
     /// A session cookie that must be ignored, and why.
     Invalid(Invalid),
+    /// A server-side session cookie, but the store did not answer: fail closed (503).
+    Unavailable(StoreError),
 }
 
-/// Session settings plus keys, built once from the config, and the revocation list.
+/// Session settings plus keys, built once from the config, the store, and the revocation
+/// list of cookie sessions.
 pub struct Sessions {
     cfg: SessionConfig,
+    store: Arc<Shared>,
+    server_side: bool,
     /// IdP logouts (back- and front-channel): key → when. Stateless cookies cannot be
     /// deleted, so a cookie issued before its IdP session ended is refused instead; entries
     /// live as long as a session can.
     revoked: moka::sync::Cache<String, i64>,
-    any_revoked: std::sync::atomic::AtomicBool,
+    any_revoked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What an IdP logout names.
@@ -189,24 +205,58 @@ fn revoke_key(issuer: &str, by: Revoke<'_>) -> String {
 }
 
 impl Sessions {
-    /// Takes ownership of the session config (keys included).
-    pub fn new(cfg: SessionConfig) -> Self {
+    /// Takes ownership of the session config (keys included); `store` is the deployment's
+    /// shared store (server-side sessions live there when `session.store` says so).
+    pub fn new(cfg: SessionConfig, store: Arc<Shared>) -> Self {
         Sessions {
+            server_side: !matches!(cfg.store, SessionStore::Cookie),
+            store,
             revoked: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(cfg.absolute_lifetime)
                 .build(),
-            any_revoked: std::sync::atomic::AtomicBool::new(false),
+            any_revoked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             cfg,
         }
     }
 
     /// Ends, from now on, every session of `issuer` that `by` names and that was issued
-    /// before `at` (a later login is a new session).
-    pub fn revoke(&self, issuer: &str, by: Revoke<'_>, at: i64) {
-        self.revoked.insert(revoke_key(issuer, by), at);
-        self.any_revoked
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// before `at` (a later login is a new session). Server-side sessions are deleted from
+    /// the store (on every replica at once with Redis); cookie sessions are refused here.
+    /// Returns how many stored sessions were deleted.
+    pub async fn revoke(&self, issuer: &str, by: Revoke<'_>, at: i64) -> Result<usize, StoreError> {
+        if !self.server_side {
+            self.revoked.insert(revoke_key(issuer, by), at);
+            self.any_revoked
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Ok(0);
+        }
+        let index = match by {
+            Revoke::Sid(s) => index_key("sid", issuer, s),
+            Revoke::Sub(s) => index_key("sub", issuer, s),
+        };
+        let mut n = 0;
+        for member in self.store.index_take(&index).await? {
+            n += usize::from(self.store.delete(&format!("s:{member}")).await?);
+        }
+        Ok(n)
+    }
+
+    /// Keeps the revocations of the sessions this replaces (a config reload must not bring
+    /// back a cookie session an IdP ended).
+    pub fn adopt_revocations(&mut self, old: &Sessions) {
+        self.revoked = old.revoked.clone();
+        self.any_revoked = old.any_revoked.clone();
+    }
+
+    /// The deployment's shared store (replay caches, locks).
+    pub fn store(&self) -> &Arc<Shared> {
+        &self.store
+    }
+
+    /// Whether sessions live in a store (the cookie holds only a handle).
+    pub fn server_side(&self) -> bool {
+        self.server_side
     }
 
     fn is_revoked(&self, s: &Session) -> bool {
@@ -229,16 +279,32 @@ impl Sessions {
         &self.cfg
     }
 
-    /// Reads the session from the request's `Cookie` headers.
-    pub fn check(&self, headers: &HeaderMap, now: SystemTime) -> Checked {
+    /// Reads the session from the request's `Cookie` headers (and the store, for
+    /// server-side sessions).
+    pub async fn check(&self, headers: &HeaderMap, now: SystemTime) -> Checked {
         let value = match self.read_value(headers) {
             Ok(Some(v)) => v,
             Ok(None) => return Checked::Absent,
             Err(e) => return Checked::Invalid(e),
         };
-        let plain = match cookie::open(&self.cfg.keys, PURPOSE, &value) {
-            Ok(p) => p,
-            Err(e) => return Checked::Invalid(Invalid::Open(e)),
+        let (plain, handle) = if self.server_side {
+            let Some(h) = Handle::parse(&value) else {
+                return Checked::Invalid(Invalid::Open(OpenError::Malformed));
+            };
+            let record = match self.store.get(&h.record_key()).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Checked::Invalid(Invalid::Ended),
+                Err(e) => return Checked::Unavailable(e),
+            };
+            match h.open(&record) {
+                Some(p) => (p, Some(h)),
+                None => return Checked::Invalid(Invalid::Open(OpenError::Tampered)),
+            }
+        } else {
+            match cookie::open(&self.cfg.keys, PURPOSE, &value) {
+                Ok(p) => (p, None),
+                Err(e) => return Checked::Invalid(Invalid::Open(e)),
+            }
         };
         let p = match serde_json::from_slice::<PayloadV1>(&plain) {
             Ok(p) if p.v == 1 => p,
@@ -252,22 +318,7 @@ impl Sessions {
             return Checked::Invalid(Invalid::Idle);
         }
         let touch = p.idle - now < (self.cfg.idle_lifetime.as_secs() as i64) / 2 && p.idle < p.exp;
-        let session = Session {
-            sid: p.sid,
-            identity: Identity {
-                issuer: p.iss,
-                subject: p.sub,
-                user: p.usr,
-                email: p.em,
-                role: p.role,
-                teams: p.teams,
-                extra: p.x,
-            },
-            issued: p.iat,
-            expires: p.exp,
-            idle_until: p.idle,
-            idp_session: p.idp,
-        };
+        let session = session_of(p, handle);
         if self.is_revoked(&session) {
             return Checked::Invalid(Invalid::Revoked);
         }
@@ -318,59 +369,150 @@ impl Sessions {
     }
 
     /// Starts a new session for `identity` (new random id) and returns it with its cookies.
-    pub fn create(
+    /// Fails only when a server-side store cannot take it.
+    pub async fn create(
         &self,
         identity: Identity,
         idp_session: Option<IdpSession>,
         now: SystemTime,
-    ) -> (Session, Vec<HeaderValue>) {
+    ) -> Result<(Session, Vec<HeaderValue>), StoreError> {
         let now = unix(now);
         let exp = now + self.cfg.absolute_lifetime.as_secs() as i64;
-        let session = Session {
+        let mut session = Session {
             sid: random_token::<16>(),
             identity,
             issued: now,
             expires: exp,
             idle_until: (now + self.cfg.idle_lifetime.as_secs() as i64).min(exp),
             idp_session,
+            handle: None,
         };
-        let cookies = self.cookies_for(&session, true);
-        (session, cookies)
+        if !self.server_side {
+            let cookies = self.cookies_for(&session, true);
+            return Ok((session, cookies));
+        }
+        let h = Handle::random();
+        session.handle = Some(h.clone());
+        self.save(&session, now).await?;
+        let member = Handle::from_record_key(&h.record_key())
+            .unwrap_or_default()
+            .to_string();
+        let iss = &session.identity.issuer;
+        let life = self.cfg.absolute_lifetime;
+        self.store
+            .index_add(
+                &index_key("sub", iss, &session.identity.subject),
+                &member,
+                life,
+            )
+            .await?;
+        if let Some(i) = session
+            .idp_session
+            .as_ref()
+            .filter(|i| !i.session_index.is_empty())
+        {
+            self.store
+                .index_add(&index_key("sid", iss, &i.session_index), &member, life)
+                .await?;
+        }
+        let max_age = Duration::from_secs((exp - now).max(0) as u64);
+        let base = &self.cfg.cookie_name;
+        let mut cookies = vec![self.set_cookie(base, &h.cookie_value(), Some(max_age), "/")];
+        for n in 0..MAX_CHUNKS {
+            cookies.push(self.set_cookie(&format!("{base}_{n}"), "", None, "/"));
+        }
+        Ok((session, cookies))
+    }
+
+    /// Writes a server-side session's record, living until its idle deadline.
+    async fn save(&self, s: &Session, now: i64) -> Result<(), StoreError> {
+        let Some(h) = &s.handle else {
+            return Ok(());
+        };
+        let plain = serde_json::to_vec(&payload_of(s)).expect("payload serializes");
+        let ttl = Duration::from_secs((s.idle_until - now).max(1) as u64);
+        self.store.put(&h.record_key(), &h.seal(&plain), ttl).await
     }
 
     /// Moves the idle deadline of `session` and returns the cookies that carry it. Only the
     /// cookies holding the value: a touch never changes the number of chunks, so there is
-    /// nothing stale to clear (and forward-auth proxies relay a single `Set-Cookie`).
-    pub fn touch(&self, mut session: Session, now: SystemTime) -> (Session, Vec<HeaderValue>) {
+    /// nothing stale to clear (and forward-auth proxies relay a single `Set-Cookie`). A
+    /// server-side session is rewritten in the store instead (no cookie); if the store
+    /// fails, the session stays valid until its old deadline.
+    pub async fn touch(
+        &self,
+        mut session: Session,
+        now: SystemTime,
+    ) -> (Session, Vec<HeaderValue>) {
         session.idle_until =
             (unix(now) + self.cfg.idle_lifetime.as_secs() as i64).min(session.expires);
+        if session.handle.is_some() {
+            if let Err(e) = self.save(&session, unix(now)).await {
+                tracing::warn!(error = %e, "session touch not stored; it keeps its old idle deadline");
+            }
+            return (session, Vec::new());
+        }
         let cookies = self.cookies_for(&session, false);
         (session, cookies)
     }
 
-    fn cookies_for(&self, s: &Session, clear_unused: bool) -> Vec<HeaderValue> {
-        let payload = PayloadV1 {
-            v: 1,
-            sid: s.sid.clone(),
-            iss: s.identity.issuer.clone(),
-            sub: s.identity.subject.clone(),
-            usr: s.identity.user.clone(),
-            em: s.identity.email.clone(),
-            role: s.identity.role.clone(),
-            teams: s.identity.teams.clone(),
-            iat: s.issued,
-            exp: s.expires,
-            idle: s.idle_until,
-            idp: s.idp_session.clone(),
-            x: s.identity.extra.clone(),
+    /// Stores a changed session (after a refresh) under its handle; cookie sessions get
+    /// their new cookies from `touch`.
+    pub async fn replace(&self, s: &Session, now: SystemTime) -> Result<(), StoreError> {
+        self.save(s, unix(now)).await
+    }
+
+    /// The current stored version of a server-side session (another replica may have
+    /// refreshed it); `None` when it is gone. Cookie sessions come back unchanged.
+    pub async fn reload(&self, s: &Session) -> Result<Option<Session>, StoreError> {
+        let Some(h) = &s.handle else {
+            return Ok(Some(s.clone()));
         };
+        let Some(record) = self.store.get(&h.record_key()).await? else {
+            return Ok(None);
+        };
+        Ok(h.open(&record)
+            .and_then(|plain| serde_json::from_slice::<PayloadV1>(&plain).ok())
+            .map(|p| session_of(p, Some(h.clone()))))
+    }
+
+    /// Deletes a server-side session (a refused refresh ends it on every replica).
+    pub async fn remove(&self, s: &Session) -> Result<(), StoreError> {
+        if let Some(h) = &s.handle {
+            self.store.delete(&h.record_key()).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the server-side session the request carries (logout). Nothing to do for
+    /// cookie sessions: clearing the cookie ends them.
+    pub async fn end(&self, headers: &HeaderMap) {
+        if !self.server_side {
+            return;
+        }
+        let Ok(Some(v)) = self.read_value(headers) else {
+            return;
+        };
+        if let Some(h) = Handle::parse(&v) {
+            if let Err(e) = self.store.delete(&h.record_key()).await {
+                tracing::warn!(error = %e, "logout: the session could not be deleted from the store");
+            }
+        }
+    }
+
+    fn cookies_for(&self, s: &Session, clear_unused: bool) -> Vec<HeaderValue> {
+        let payload = payload_of(s);
         let plain = serde_json::to_vec(&payload).expect("payload serializes");
         let sealed = cookie::seal(&self.cfg.keys, PURPOSE, &plain);
+        self.value_cookies(s, &sealed, clear_unused)
+    }
+
+    fn value_cookies(&self, s: &Session, sealed: &str, clear_unused: bool) -> Vec<HeaderValue> {
         let max_age = Duration::from_secs((s.expires - s.issued).max(0) as u64);
         let base = &self.cfg.cookie_name;
         let mut out = Vec::new();
         if sealed.len() <= CHUNK {
-            out.push(self.set_cookie(base, &sealed, Some(max_age), "/"));
+            out.push(self.set_cookie(base, sealed, Some(max_age), "/"));
             for n in (0..MAX_CHUNKS).filter(|_| clear_unused) {
                 out.push(self.set_cookie(&format!("{base}_{n}"), "", None, "/"));
             }
@@ -491,6 +633,44 @@ impl Sessions {
                 headers.insert(COOKIE, v);
             }
         }
+    }
+}
+
+fn session_of(p: PayloadV1, handle: Option<Handle>) -> Session {
+    Session {
+        sid: p.sid,
+        identity: Identity {
+            issuer: p.iss,
+            subject: p.sub,
+            user: p.usr,
+            email: p.em,
+            role: p.role,
+            teams: p.teams,
+            extra: p.x,
+        },
+        issued: p.iat,
+        expires: p.exp,
+        idle_until: p.idle,
+        idp_session: p.idp,
+        handle,
+    }
+}
+
+fn payload_of(s: &Session) -> PayloadV1 {
+    PayloadV1 {
+        v: 1,
+        sid: s.sid.clone(),
+        iss: s.identity.issuer.clone(),
+        sub: s.identity.subject.clone(),
+        usr: s.identity.user.clone(),
+        em: s.identity.email.clone(),
+        role: s.identity.role.clone(),
+        teams: s.identity.teams.clone(),
+        iat: s.issued,
+        exp: s.expires,
+        idle: s.idle_until,
+        idp: s.idp_session.clone(),
+        x: s.identity.extra.clone(),
     }
 }
 

@@ -46,6 +46,9 @@ struct AssertionClaims<'a> {
 pub struct IdentityHeaders {
     values: Vec<(HeaderName, HeaderValue)>,
     exp: i64,
+    /// Which version of the session it was built from (its refresh time): a session
+    /// refreshed on another replica gets new headers here too.
+    version: i64,
 }
 
 impl IdentityHeaders {
@@ -159,7 +162,15 @@ impl Signer {
         audience: Option<&str>,
         now: SystemTime,
     ) -> Arc<IdentityHeaders> {
-        self.identity_headers_for(&session.sid, &session.identity, None, audience, now)
+        let version = session.idp_session.as_ref().map_or(0, |i| i.refresh_due);
+        self.cached(
+            &session.sid,
+            version,
+            &session.identity,
+            None,
+            audience,
+            now,
+        )
     }
 
     /// The identity headers for any credential: `key` names it in the cache (a session id,
@@ -168,6 +179,18 @@ impl Signer {
     pub fn identity_headers_for(
         &self,
         key: &str,
+        identity: &Identity,
+        not_after: Option<i64>,
+        audience: Option<&str>,
+        now: SystemTime,
+    ) -> Arc<IdentityHeaders> {
+        self.cached(key, 0, identity, not_after, audience, now)
+    }
+
+    fn cached(
+        &self,
+        key: &str,
+        version: i64,
         identity: &Identity,
         not_after: Option<i64>,
         audience: Option<&str>,
@@ -182,7 +205,7 @@ impl Signer {
             }
             _ => key,
         };
-        if let Some(h) = self.cache.get(cache_key) {
+        if let Some(h) = self.cache.get(cache_key).filter(|h| h.version == version) {
             let left = h.exp - now_s;
             if left > (self.cfg.lifetime.as_secs() as i64) / 5
                 || (not_after == Some(h.exp) && left > 0)
@@ -190,7 +213,9 @@ impl Signer {
                 return h;
             }
         }
-        let fresh = Arc::new(self.build(key, identity, now_s, not_after, audience));
+        let mut built = self.build(key, identity, now_s, not_after, audience);
+        built.version = version;
+        let fresh = Arc::new(built);
         self.cache.insert(cache_key.to_string(), fresh.clone());
         fresh
     }
@@ -261,7 +286,11 @@ impl Signer {
                 values.push((header.clone(), hv(&header_text(v))));
             }
         }
-        IdentityHeaders { values, exp }
+        IdentityHeaders {
+            values,
+            exp,
+            version: 0,
+        }
     }
 
     /// The public keys as a JWKS document (current and previous keys).

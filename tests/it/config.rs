@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use sidegate::config::{load, Config, ConfigError, Env, PathRule, SameSite};
+use sidegate::config::{
+    load, Config, ConfigError, Env, PathRule, RedisConfig, RedisTarget, SameSite, SessionStore,
+};
 use sidegate::keys::{CookieKeys, Generated, SigningKeys};
 use tempfile::TempDir;
 
@@ -686,4 +688,82 @@ fn keys_generate_never_overwrites_existing_keys() {
         .unwrap();
     assert!(!out.status.success(), "overwrote an existing key file");
     assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me\n");
+}
+
+// ---- session store --------------------------------------------------------------------------
+
+#[test]
+fn session_store_choices_and_their_mistakes_are_named() {
+    let d = Dir::new();
+    let store = |lines: &str| MINIMAL.to_string() + "\n[session.redis]\n" + lines;
+    let redis =
+        |lines: &str| store(lines).replacen("[session]\n", "[session]\nstore = \"redis\"\n", 1);
+    assert!(
+        matches!(d.ok(MINIMAL).session.store, SessionStore::Cookie),
+        "cookie by default"
+    );
+    assert!(matches!(
+        d.ok(&with("session", "store = \"memory\"")).session.store,
+        SessionStore::Memory
+    ));
+    std::fs::write(d.path().join("redis-pw"), "pw\n").unwrap();
+    let c = d.ok(&redis("url = \"rediss://10.0.0.5:6380/2\"\nusername = \"sg\"\npassword_file = \"redis-pw\"\ntimeout = \"250ms\""));
+    let SessionStore::Redis(r) = c.session.store else {
+        panic!("redis store expected")
+    };
+    assert!(matches!(r.target, RedisTarget::Standalone(ref u) if u == "rediss://10.0.0.5:6380/2"));
+    assert_eq!(
+        r.password.as_ref().map(|p| p.expose()),
+        Some("pw"),
+        "trailing newline trimmed"
+    );
+    assert_eq!(r.timeout, std::time::Duration::from_millis(250));
+    assert_eq!(r.prefix, "sidegate:");
+    let s = d.ok(&redis(
+        "sentinels = [\"redis://10.0.0.1:26379\"]\nmaster_name = \"mymaster\"",
+    ));
+    assert!(matches!(
+        s.session.store,
+        SessionStore::Redis(RedisConfig {
+            target: RedisTarget::Sentinel { .. },
+            ..
+        })
+    ));
+    let k = d.ok(&redis(
+        "cluster = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]",
+    ));
+    assert!(
+        matches!(k.session.store, SessionStore::Redis(RedisConfig { target: RedisTarget::Cluster(ref n), .. }) if n.len() == 2)
+    );
+
+    for (text, key) in [
+        (with("session", "store = \"disk\""), "session.store"),
+        (with("session", "store = \"redis\""), "session.redis"),
+        (store("url = \"redis://h:6379\""), "session.redis"),
+        (redis("url = \"http://h:6379\""), "session.redis.url"),
+        (redis("url = \"redis://:pw@h:6379\""), "session.redis.url"),
+        (
+            redis("url = \"redis://h\"\ncluster = [\"redis://h:7000\"]"),
+            "session.redis",
+        ),
+        (redis(""), "session.redis"),
+        (
+            redis("sentinels = [\"redis://h:26379\"]"),
+            "session.redis.master_name",
+        ),
+        (
+            redis("url = \"redis://h\"\npassword = \"inline\""),
+            "session.redis.password",
+        ),
+        (
+            redis("url = \"redis://h\"\nca_file = \"missing.pem\""),
+            "session.redis.ca_file",
+        ),
+        (
+            redis("url = \"redis://h\"\ntimeout = \"soon\""),
+            "session.redis.timeout",
+        ),
+    ] {
+        assert_problem(&d.err(&text), key);
+    }
 }

@@ -593,7 +593,8 @@ async fn rotated_cookie_and_assertion_keys_keep_sessions_valid() {
 async fn large_sessions_are_chunked_and_still_valid() {
     let w = world(&[]).await;
     let cfg = load(&w.text, &w.keys);
-    let sessions = sidegate::session::Sessions::new(cfg.session);
+    let store = std::sync::Arc::new(sidegate::store::Shared::new(&cfg.session.store).unwrap());
+    let sessions = sidegate::session::Sessions::new(cfg.session, store);
     let teams: Vec<String> = (0..400)
         .map(|i| format!("team-with-a-long-name-{i:04}"))
         .collect();
@@ -606,7 +607,10 @@ async fn large_sessions_are_chunked_and_still_valid() {
         teams: teams.clone(),
         extra: vec![],
     };
-    let (_, set) = sessions.create(identity, None, SystemTime::now());
+    let (_, set) = sessions
+        .create(identity, None, SystemTime::now())
+        .await
+        .unwrap();
     let pairs: Vec<String> = set
         .iter()
         .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())

@@ -267,7 +267,12 @@ async fn captured_response(w: &World, b: &mut Browser) -> Vec<(String, String)> 
 
 /// Follows redirects and the IdP's login form from `url` until the page that would post a
 /// SAMLResponse; returns that form's fields instead of posting them.
-async fn capture(b: &mut Browser, url: &str, user: &str, password: &str) -> Vec<(String, String)> {
+pub(crate) async fn capture(
+    b: &mut Browser,
+    url: &str,
+    user: &str,
+    password: &str,
+) -> Vec<(String, String)> {
     let mut url = url.to_string();
     let mut resp = b.request(Method::GET, &url, None).await;
     for _ in 0..20 {

@@ -419,22 +419,26 @@ fn oversized_shapes_are_refused_cheaply() {
     refused(check(&s, &deep, &c), "shape");
 }
 
-#[test]
-fn each_assertion_is_consumed_once() {
+#[tokio::test]
+async fn each_assertion_is_consumed_once() {
     let s = sp(&[]);
+    let store = sidegate::store::Shared::Memory(Default::default());
     let c = craft();
     let xml = c.signed(idp_key(), Sign::Both);
-    assert!(!s.seen_before(&xml));
+    assert!(!s.seen_before(&store, &xml).await);
     let v = check(&s, &xml, &c).unwrap();
-    assert!(s.first_use(&v, c.now));
-    assert!(!s.first_use(&v, c.now), "the second use is a replay");
+    assert!(s.first_use(&store, &v, c.now).await.unwrap());
     assert!(
-        s.seen_before(&xml),
+        !s.first_use(&store, &v, c.now).await.unwrap(),
+        "the second use is a replay"
+    );
+    assert!(
+        s.seen_before(&store, &xml).await,
         "a replay is recognised before any signature work"
     );
     let other = craft();
     let w = check(&s, &other.signed(idp_key(), Sign::Both), &other).unwrap();
-    assert!(s.first_use(&w, other.now));
+    assert!(s.first_use(&store, &w, other.now).await.unwrap());
 }
 
 #[test]

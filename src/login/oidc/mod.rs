@@ -163,8 +163,6 @@ pub struct Provider {
     // moka's get-with coalesces concurrent fetches: a burst of callbacks makes one request.
     discovered: moka::future::Cache<(), Arc<Discovered>>,
     last_jwks_refresh: Mutex<Option<Instant>>,
-    /// Logout-token `jti`s already used.
-    used_jti: moka::sync::Cache<String, ()>,
 }
 
 impl Provider {
@@ -185,10 +183,6 @@ impl Provider {
             cfg,
             discovered: moka::future::Cache::builder().max_capacity(1).build(),
             last_jwks_refresh: Mutex::new(None),
-            used_jti: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(LOGOUT_TOKEN_MAX_AGE * 2)
-                .build(),
         }
     }
 
@@ -593,6 +587,7 @@ impl Provider {
     /// `jti` once).
     pub async fn verify_logout_token(
         &self,
+        store: &crate::store::Shared,
         raw: &str,
         now: i64,
     ) -> Result<logout_token::LogoutToken, String> {
@@ -614,14 +609,12 @@ impl Provider {
             other => other,
         }
         .map_err(|e| e.to_string())?;
-        let mut fresh = false;
-        self.used_jti.entry(t.jti.clone()).or_insert_with(|| {
-            fresh = true;
-        });
-        if !fresh {
-            return Err("logout token replayed (jti seen before)".into());
+        let jti = format!("{}\u{0}{}", self.issuer(), t.jti);
+        match crate::store::first_use(store, "jti", &jti, LOGOUT_TOKEN_MAX_AGE * 2).await {
+            Ok(true) => Ok(t),
+            Ok(false) => Err("logout token replayed (jti seen before)".into()),
+            Err(e) => Err(format!("logout token's jti could not be recorded: {e}")),
         }
-        Ok(t)
     }
 
     /// Retries discovery with backoff until it succeeds or `stop` resolves.

@@ -88,20 +88,6 @@ pub struct AcsForm {
     pub relay_state: Option<String>,
 }
 
-/// Replay-cache expiry: each assertion ID lives until its own validity ends.
-struct UntilValid;
-
-impl moka::Expiry<String, Duration> for UntilValid {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        ttl: &Duration,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(*ttl)
-    }
-}
-
 /// One IdP as currently known: its metadata and what is built from it. Swapped whole when
 /// metadata fetched from a URL changes, so a check never mixes two versions.
 pub struct Idp {
@@ -156,7 +142,6 @@ pub struct Saml {
     urls: SpUrls,
     sp_metadata: Bytes,
     slots: Vec<Slot>,
-    used: moka::sync::Cache<String, Duration>,
     cpu: Arc<tokio::sync::Semaphore>,
 }
 
@@ -209,10 +194,6 @@ impl Saml {
         let saml = Saml {
             sp_metadata,
             slots,
-            used: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .expire_after(UntilValid)
-                .build(),
             cpu: Arc::new(tokio::sync::Semaphore::new(cores)),
             urls,
             cfg,
@@ -565,20 +546,26 @@ impl Saml {
     /// consumed before. Checked before any signature work: only verified assertions enter
     /// the cache, so a match is a replay of a real one, refused without spending ~1 ms of
     /// CPU on it.
-    pub fn seen_before(&self, xml: &str) -> bool {
-        prescan::scan(xml)
-            .ok()
-            .and_then(|s| s.assertion_id)
-            .is_some_and(|id| self.used.contains_key(&id))
+    /// A store failure counts as unseen: `first_use` decides after verification.
+    pub async fn seen_before(&self, store: &crate::store::Shared, xml: &str) -> bool {
+        let Some(id) = prescan::scan(xml).ok().and_then(|s| s.assertion_id) else {
+            return false;
+        };
+        crate::store::was_used(store, "saml", &id)
+            .await
+            .unwrap_or(false)
     }
 
-    /// Records the assertion as consumed; false if it was consumed before (a replay).
-    pub fn first_use(&self, v: &Verified, now: SystemTime) -> bool {
+    /// Records the assertion as consumed, on every replica sharing the store; false if it
+    /// was consumed before (a replay). Kept until the assertion could no longer be accepted.
+    pub async fn first_use(
+        &self,
+        store: &crate::store::Shared,
+        v: &Verified,
+        now: SystemTime,
+    ) -> Result<bool, crate::store::StoreError> {
         let ttl = (v.valid_until - crate::session::unix(now)).max(60) as u64;
-        self.used
-            .entry(v.assertion_id.clone())
-            .or_insert_with(|| Duration::from_secs(ttl))
-            .is_fresh()
+        crate::store::first_use(store, "saml", &v.assertion_id, Duration::from_secs(ttl)).await
     }
 
     /// The assertion as claims for `identity::resolve`: `sub` is the NameID, every

@@ -6,6 +6,7 @@ pub mod dev;
 pub mod fake_idp;
 pub mod nginx;
 pub mod op;
+pub mod redis;
 pub mod saml_craft;
 pub mod saml_idp;
 pub mod upstream;
@@ -196,8 +197,12 @@ pub fn session_cookie_for(
     at: SystemTime,
 ) -> String {
     let cfg = load(text, keys);
-    let sessions = sidegate::session::Sessions::new(cfg.session);
-    let (_, cookies) = sessions.create(identity, None, at);
+    let store = std::sync::Arc::new(sidegate::store::Shared::new(&cfg.session.store).unwrap());
+    let sessions = sidegate::session::Sessions::new(cfg.session, store);
+    // Cookie sessions touch no store, so creating one completes at once.
+    let (_, cookies) = futures_util::FutureExt::now_or_never(sessions.create(identity, None, at))
+        .expect("cookie sessions need no store")
+        .expect("cookie sessions cannot fail to store");
     cookies
         .iter()
         .filter_map(|c| {

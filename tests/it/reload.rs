@@ -1,0 +1,253 @@
+//! Hot reload of the real binary: SIGHUP (and `--watch-config`) applies a changed config,
+//! policy and keys without dropping an open connection or logging anyone out; an invalid
+//! config is refused with a log line and the running one stays; metrics carry over.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::support::op::Op;
+use crate::support::upstream::Upstream;
+use crate::support::{client, config_text, session_cookie, Keys};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const ADMIN_ONLY: &str =
+    "\n[[policy.routes]]\nname = \"admin\"\npaths = [\"/admin\"]\nallow = [{ roles = [\"admin\"] }]\n";
+
+struct Running {
+    child: Child,
+    base: String,
+    admin: String,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    async fn start(dir: &Path, text: &str, args: &[&str]) -> Running {
+        std::fs::write(dir.join("sidegate.toml"), text).unwrap();
+        let log = dir.join("sidegate.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sidegate"))
+            .args(["run", "--config"])
+            .arg(dir.join("sidegate.toml"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (base, admin) = addresses(text);
+        let r = Running {
+            child,
+            base,
+            admin,
+            log,
+        };
+        for _ in 0..100 {
+            if let Ok(resp) = client().get(format!("{}/readyz", r.admin)).send().await {
+                if resp.status() == 200 {
+                    return r;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("sidegate not ready:\n{}", r.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn hup(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    async fn status(&self, path: &str, cookie: &str) -> u16 {
+        client()
+            .get(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Polls until `path` answers `want` (bounded: 10 s).
+    async fn until(&self, path: &str, cookie: &str, want: u16) {
+        for _ in 0..100 {
+            if self.status(path, cookie).await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{path} never answered {want}; log:\n{}", self.log());
+    }
+
+    async fn proxied_count(&self) -> u64 {
+        let m = client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("sidegate_requests_total{outcome=\"proxied\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn addresses(text: &str) -> (String, String) {
+    let find = |k: &str| {
+        let l = text.lines().find(|l| l.starts_with(k)).unwrap();
+        l.split('"').nth(1).unwrap().to_string()
+    };
+    (
+        find("public_url"),
+        format!("http://{}", find("admin_listen")),
+    )
+}
+
+async fn world() -> (Upstream, Op, Keys, String) {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let admin = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let op = Op::start(&format!("{public}/.sidegate/oidc/callback")).await;
+    let keys = Keys::new();
+    let listen = format!("listen = [\"127.0.0.1:{port}\"]");
+    let admin_listen = format!("admin_listen = \"127.0.0.1:{admin}\"");
+    let text = config_text(
+        &public,
+        &upstream.url(),
+        &op.issuer,
+        &[("server", &listen), ("server", &admin_listen)],
+    );
+    (upstream, op, keys, text)
+}
+
+/// One request on an already open connection; the status code.
+async fn on_connection(conn: &mut TcpStream, cookie: &str) -> u16 {
+    let req = format!("GET /x HTTP/1.1\r\nhost: 127.0.0.1\r\ncookie: {cookie}\r\naccept: application/json\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "connection closed by the reload");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if body.len() >= len {
+                return head[9..12].parse().unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sighup_applies_a_new_policy_and_keys_keeps_connections_and_refuses_an_invalid_config() {
+    let (_upstream, _op, keys, text) = world().await;
+    let dir = keys.path();
+    let s = Running::start(dir, &text, &[]).await;
+    let cookie = session_cookie(&text, &keys, "alice", "viewer", SystemTime::now());
+    assert_eq!(s.status("/admin/x", &cookie).await, 200, "no policy yet");
+    let mut conn = TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    assert_eq!(on_connection(&mut conn, &cookie).await, 200);
+    let proxied = s.proxied_count().await;
+    assert!(proxied >= 2);
+
+    // A new policy, and a new cookie secret first with the old one still listed.
+    let old_secret = std::fs::read_to_string(dir.join("cookie-secrets")).unwrap();
+    let fresh = sidegate::keys::generate(false).cookie_secret;
+    std::fs::write(dir.join("cookie-secrets"), format!("{fresh}\n{old_secret}")).unwrap();
+    std::fs::write(dir.join("sidegate.toml"), format!("{text}{ADMIN_ONLY}")).unwrap();
+    s.hup();
+    s.until("/admin/x", &cookie, 403).await;
+    assert_eq!(
+        s.status("/x", &cookie).await,
+        200,
+        "the old cookie still opens: nobody logged out"
+    );
+    assert_eq!(
+        on_connection(&mut conn, &cookie).await,
+        200,
+        "the open connection survived"
+    );
+    assert!(s.proxied_count().await > proxied, "metrics carried over");
+
+    // An invalid config: refused, logged, the running one stays.
+    std::fs::write(
+        dir.join("sidegate.toml"),
+        format!("{text}{ADMIN_ONLY}\n[session.redis]\nurl = \"nope\"\n"),
+    )
+    .unwrap();
+    s.hup();
+    let mut logged = false;
+    for _ in 0..50 {
+        if s.log().contains("config reload refused") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged, "{}", s.log());
+    assert!(s.log().contains("session.redis"), "the log names the key");
+    assert_eq!(s.status("/admin/x", &cookie).await, 403, "old config kept");
+    assert_eq!(s.status("/x", &cookie).await, 200);
+    assert_eq!(on_connection(&mut conn, &cookie).await, 200);
+}
+
+#[tokio::test]
+async fn watch_config_reloads_when_the_file_changes() {
+    let (_upstream, _op, keys, text) = world().await;
+    let s = Running::start(keys.path(), &text, &["--watch-config"]).await;
+    let cookie = session_cookie(&text, &keys, "alice", "viewer", SystemTime::now());
+    assert_eq!(s.status("/admin/x", &cookie).await, 200);
+    std::fs::write(
+        keys.path().join("sidegate.toml"),
+        format!("{text}{ADMIN_ONLY}"),
+    )
+    .unwrap();
+    s.until("/admin/x", &cookie, 403).await;
+    assert!(s.log().contains("config file changed"), "{}", s.log());
+    // The same content written again: still the reloaded config.
+    std::fs::write(
+        keys.path().join("sidegate.toml"),
+        format!("{text}{ADMIN_ONLY}"),
+    )
+    .unwrap();
+    assert_eq!(s.status("/x", &cookie).await, 200);
+}
