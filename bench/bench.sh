@@ -196,6 +196,10 @@ listen = ["127.0.0.1:$SG_PORT"]
 admin_listen = "127.0.0.1:$SG_ADMIN_PORT"
 public_url = "$SG"
 trusted_proxies = ["127.0.0.1/32"]
+# The login scenario measures logins per second from one address: no per-client cap.
+login_rate_per_minute = 0
+# The load generator opens many connections at once.
+max_connections = 20000
 
 [upstream]
 url = "$UP"

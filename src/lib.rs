@@ -163,6 +163,7 @@ pub async fn run_reloading(
     let opts = accept::ServeOptions {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
+        max_connections: config.server.max_connections,
     };
     let cx = Arc::new(pipeline::Context::new(config)?);
     let live = Arc::new(Live {
@@ -199,6 +200,12 @@ pub async fn run_reloading(
         })
     });
     while tasks.join_next().await.is_some() {}
+    // Upgraded connections left the listeners' drain: they get their own.
+    let cx = live.cx.load_full();
+    if cx.tunnels.open() > 0 {
+        tracing::info!(open = cx.tunnels.open(), "waiting for WebSocket tunnels");
+    }
+    cx.tunnels.drain(opts.shutdown_grace).await;
     for task in reloader
         .into_iter()
         .chain(std::mem::take(&mut *live.tasks.lock().expect("tasks lock")))

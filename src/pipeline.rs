@@ -50,6 +50,8 @@ pub struct Context {
     pub forward_auth: ForwardAuth,
     /// The protected app (none in forward-auth-only deployments).
     pub upstream: Option<Upstream>,
+    /// Open WebSocket tunnels (kept across reloads; shutdown drains them).
+    pub tunnels: forward::Tunnels,
     /// Counters for `/metrics` (kept across reloads).
     pub metrics: Arc<Metrics>,
 }
@@ -77,6 +79,7 @@ impl Context {
             }
             _ => Arc::new(crate::store::Shared::new(&cfg.session.store)?),
         };
+        let tunnels = old.map(|o| o.tunnels.clone()).unwrap_or_default();
         let mut sessions = Sessions::new(cfg.session, store);
         if let Some(o) = old {
             sessions.adopt_revocations(&o.sessions);
@@ -106,6 +109,10 @@ impl Context {
                 choice: cfg.login,
                 flights: old.map(|o| o.login.flights.clone()).unwrap_or_default(),
                 local: cfg.local.map(|l| Arc::new(login::local::Local::new(l))),
+                limit: login::limit::LoginLimit::new(
+                    cfg.server.login_rate_per_minute,
+                    cfg.server.trusted_proxies.clone(),
+                ),
                 saml,
             },
             signer: Signer::new(cfg.assertion, cfg.headers, origin),
@@ -115,7 +122,8 @@ impl Context {
             upstream: cfg
                 .upstream
                 .as_ref()
-                .map(|u| Upstream::new(u, cfg.server.trusted_proxies)),
+                .map(|u| Upstream::new(u, cfg.server.trusted_proxies, tunnels.clone())),
+            tunnels,
             sessions,
             public_url: cfg.server.public_url,
             metrics: old.map_or_else(Default::default, |o| o.metrics.clone()),
@@ -166,7 +174,16 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
             );
         }
     };
-    match cx.routes.classify_normal(&path) {
+    let endpoint = cx.routes.classify_normal(&path);
+    if let Endpoint::Own(own) = endpoint {
+        if own.is_login() {
+            let client = cx.login.limit.client(from.peer, req.headers());
+            if let Err(wait) = cx.login.limit.take(client, Instant::now()) {
+                return too_many(cx, client, wait, json);
+            }
+        }
+    }
+    match endpoint {
         // The one own endpoint with a body: the IdP's POST (read with a size cap).
         Endpoint::Own(Own::SamlAcs) => {
             cx.metrics.request("own");
@@ -226,6 +243,29 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
         Authenticated::No(NoCredential::BadToken(e)) => bearer_refused(cx, &e),
         Authenticated::No(NoCredential::StoreDown(e)) => store_down(cx, &e, json),
     }
+}
+
+/// 429 for a client over the login rate, with when to try again.
+fn too_many(
+    cx: &Context,
+    client: std::net::IpAddr,
+    wait: std::time::Duration,
+    json: bool,
+) -> Response<Body> {
+    cx.metrics.request("rate_limited");
+    let mut resp = rescue(
+        Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Party::Downstream,
+            "Too many sign-in attempts. Please wait a minute and try again.",
+            format!("login rate limit (server.login_rate_per_minute) reached for {client}"),
+        ),
+        json,
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// 503 when the session store does not answer: fail closed, never a login loop (the

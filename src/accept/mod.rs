@@ -73,6 +73,8 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// Time in-flight requests get after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Open connections allowed on the listener; more are closed at once.
+    pub max_connections: usize,
 }
 
 /// Serves `listener` until `shutdown` flips to true, then drains connections up to the grace
@@ -88,6 +90,8 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+    let mut refused: u64 = 0;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -112,6 +116,15 @@ pub async fn serve<H, F>(
             },
             _ = stopped(&mut shutdown) => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: a flood never holds sockets or memory here.
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, max = opts.max_connections, refused, "connection refused: server.max_connections reached");
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let from = Downstream {
             peer,
@@ -126,6 +139,7 @@ pub async fn serve<H, F>(
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => {
                     let conn = builder

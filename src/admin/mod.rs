@@ -20,7 +20,7 @@ use crate::{full_body, Body};
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Every request outcome, created up front so counting allocates nothing.
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "proxied",
     "public",
     "own",
@@ -28,6 +28,7 @@ const OUTCOMES: [&str; 8] = [
     "unauthenticated",
     "upstream_error",
     "store_unavailable",
+    "rate_limited",
     "other",
 ];
 

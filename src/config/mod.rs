@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown starts.
     pub shutdown_grace: Duration,
+    /// Open connections per listener; more are closed at once.
+    pub max_connections: usize,
+    /// Requests per minute to the login endpoints per client address (0: no limit).
+    pub login_rate_per_minute: u32,
 }
 
 /// PEM files for the public listeners.

@@ -117,6 +117,8 @@ pub struct Server {
     pub tls: Option<Tls>,
     pub header_read_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub max_connections: Option<usize>,
+    pub login_rate_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -553,6 +553,14 @@ fn build_server(s: &raw::Server, p: &mut Problems) -> Option<ServerConfig> {
         &s.shutdown_grace,
         Duration::from_secs(30),
     );
+    let max_connections = s.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        p.add(
+            "server.max_connections",
+            "is 0, so no connection would be served",
+            "leave it out for the default (10000) or give the number of open connections to allow",
+        );
+    }
     Some(ServerConfig {
         listen,
         admin_listen,
@@ -562,6 +570,8 @@ fn build_server(s: &raw::Server, p: &mut Problems) -> Option<ServerConfig> {
         tls,
         header_read_timeout,
         shutdown_grace,
+        max_connections,
+        login_rate_per_minute: s.login_rate_per_minute.unwrap_or(60),
     })
 }
 
@@ -1049,6 +1059,14 @@ pub(super) fn describe(c: &Config) -> String {
         ("prefix", s(&c.server.prefix)),
         ("trusted_proxies", list(&c.server.trusted_proxies)),
         ("header_read_timeout", d(c.server.header_read_timeout)),
+        (
+            "max_connections",
+            V::Integer(c.server.max_connections as i64),
+        ),
+        (
+            "login_rate_per_minute",
+            V::Integer(i64::from(c.server.login_rate_per_minute)),
+        ),
         ("shutdown_grace", d(c.server.shutdown_grace)),
     ];
     if let Some(t) = &c.server.tls {

@@ -271,6 +271,7 @@ pub async fn run(
     let opts_serve = ServeOptions {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
+        max_connections: config.server.max_connections,
     };
     let mut tasks = tokio::task::JoinSet::new();
     // The echo page offers a switch to every other running IdP: log out, then start there.

@@ -2,6 +2,7 @@
 //! written from what `accept` saw, streaming bodies both ways, WebSocket upgrades, and the
 //! upstream failure kinds (502 refused/reset, 504 timeout).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,8 +38,51 @@ pub enum UpstreamError {
     Timeout(Duration),
 }
 
+/// WebSocket (and other upgraded) tunnels, which outlive the HTTP connection that opened
+/// them: shutdown waits for them up to its deadline, then cuts them. Clones share the set
+/// (a config reload keeps it).
+#[derive(Clone, Default)]
+pub struct Tunnels {
+    tracker: tokio_util::task::TaskTracker,
+    cut: tokio_util::sync::CancellationToken,
+}
+
+impl Tunnels {
+    fn spawn(&self, tunnel: impl Future<Output = ()> + Send + 'static) {
+        let cut = self.cut.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = tunnel => {}
+                _ = cut.cancelled() => {}
+            }
+        });
+    }
+
+    /// Open tunnels now.
+    pub fn open(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Lets open tunnels finish for up to `grace`, then closes the rest.
+    pub async fn drain(&self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.tracker.len(),
+                "shutdown grace period over; closing WebSocket tunnels"
+            );
+            self.cut.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
 /// The upstream client and its settings.
 pub struct Upstream {
+    tunnels: Tunnels,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
@@ -61,7 +105,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 impl Upstream {
     /// Builds the pooled client for the configured upstream.
-    pub fn new(cfg: &UpstreamConfig, trusted_proxies: Vec<IpNet>) -> Self {
+    pub fn new(cfg: &UpstreamConfig, trusted_proxies: Vec<IpNet>, tunnels: Tunnels) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
@@ -72,6 +116,7 @@ impl Upstream {
             .build(https);
         let uri: Uri = cfg.url.as_str().parse().expect("validated upstream URL");
         Upstream {
+            tunnels,
             client,
             scheme: uri.scheme().cloned().expect("validated"),
             authority: uri.authority().cloned().expect("validated"),
@@ -174,7 +219,7 @@ impl Upstream {
         if is_upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let downstream_upgrade = downstream_upgrade.expect("checked");
-            tokio::spawn(async move {
+            self.tunnels.spawn(async move {
                 let (Ok(down), Ok(up)) = (downstream_upgrade.await, upstream_upgrade.await) else {
                     tracing::debug!("websocket upgrade did not complete");
                     return;

@@ -5,6 +5,7 @@
 mod acs;
 pub mod idp_http;
 mod idp_logout;
+pub mod limit;
 pub mod local;
 pub mod oidc;
 pub mod refresh;
@@ -46,6 +47,8 @@ pub struct Login {
     pub flights: refresh::Flights,
     /// Local accounts, if configured.
     pub local: Option<Arc<local::Local>>,
+    /// The login endpoints' rate per client address.
+    pub limit: limit::LoginLimit,
 }
 
 /// What a login start knows that may pick the provider.

@@ -42,6 +42,17 @@ pub enum Own {
     Unknown,
 }
 
+impl Own {
+    /// The endpoints that start or finish a login: each costs an IdP round trip, an XML
+    /// check or a password hash, so they are rate-limited per client.
+    pub fn is_login(self) -> bool {
+        matches!(
+            self,
+            Own::Start | Own::OidcCallback | Own::SamlLogin | Own::SamlAcs | Own::LocalLogin
+        )
+    }
+}
+
 /// What a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

@@ -1,5 +1,5 @@
 //! Listener behaviour: TLS with HTTP/2 by ALPN, and graceful shutdown that lets in-flight
-//! requests finish while refusing new connections.
+//! requests and open WebSockets finish while refusing new connections, up to its deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -109,4 +109,91 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
         .await
         .expect("run() returns after draining")
         .unwrap();
+}
+
+/// A WebSocket through sidegate with a session.
+async fn websocket(
+    sc: &Sidecar,
+    cookie: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", sc.addr),
+    )
+    .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket")
+        .0
+}
+
+async fn echo(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    text: &str,
+) -> Option<String> {
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(text.into()).await.ok()?;
+    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .ok()??
+        .ok()?;
+    msg.into_text().ok().map(|t| t.as_str().to_string())
+}
+
+#[tokio::test]
+async fn shutdown_lets_open_websockets_finish_and_cuts_them_at_the_deadline() {
+    let upstream = Upstream::start().await;
+    let bound = Bound::new().await;
+    let keys = Keys::new();
+    let text = config_text(
+        &bound.url(),
+        &upstream.url(),
+        DEAD_ISSUER,
+        &[("server", "shutdown_grace = \"2s\"")],
+    );
+    let mut sc = Sidecar::start(bound, load(&text, &keys));
+    let cookie = session_cookie(&text, &keys, "alice", "admin", SystemTime::now());
+    let mut finishing = websocket(&sc, &cookie).await;
+    let mut lingering = websocket(&sc, &cookie).await;
+    assert_eq!(
+        echo(&mut finishing, "before").await.as_deref(),
+        Some("before")
+    );
+
+    sc.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Shutdown has begun: open WebSockets still carry messages, new connections are refused.
+    assert_eq!(
+        echo(&mut finishing, "during").await.as_deref(),
+        Some("during")
+    );
+    assert_eq!(
+        echo(&mut lingering, "during").await.as_deref(),
+        Some("during")
+    );
+    let fresh = reqwest::Client::new()
+        .get(sc.url("/public/x"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(fresh.is_err(), "no new connections after shutdown began");
+    assert!(
+        !sc.task.as_ref().unwrap().is_finished(),
+        "run() waits for open WebSockets (a process would exit and cut them)"
+    );
+    finishing.close(None).await.unwrap();
+
+    // The other one stays open past the deadline: it is cut and run() returns.
+    let task = sc.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("run() returns once the deadline cuts the last WebSocket")
+        .unwrap();
+    assert_eq!(
+        echo(&mut lingering, "after").await,
+        None,
+        "cut at the deadline"
+    );
 }
