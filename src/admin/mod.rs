@@ -39,6 +39,8 @@ pub struct Metrics {
     logins: Family<Labels, Counter>,
     upstream_latency: Histogram,
     active_sessions: Gauge,
+    tasks: Gauge,
+    tunnels: Gauge,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,18 @@ impl Default for Metrics {
         let logins = Family::<Labels, Counter>::default();
         let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let active_sessions = Gauge::default();
+        let tasks = Gauge::default();
+        let tunnels = Gauge::default();
+        registry.register(
+            "tasks",
+            "Live tokio tasks (connections, tunnels, background work): flat under steady load",
+            tasks.clone(),
+        );
+        registry.register(
+            "websocket_tunnels",
+            "Open upgraded (WebSocket) tunnels",
+            tunnels.clone(),
+        );
         registry.register("requests", "Requests by outcome", requests.clone());
         registry.register("logins", "Logins by result and reason", logins.clone());
         registry.register(
@@ -70,6 +84,8 @@ impl Default for Metrics {
             logins,
             upstream_latency,
             active_sessions,
+            tasks,
+            tunnels,
         }
     }
 }
@@ -132,6 +148,12 @@ pub async fn handle(cx: Arc<Context>, req: Request<Incoming>) -> Response<Body> 
             cx.metrics
                 .active_sessions
                 .set(cx.signer.active_sessions() as i64);
+            cx.metrics.tasks.set(
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks() as i64,
+            );
+            cx.metrics.tunnels.set(cx.tunnels.open() as i64);
             let mut out = String::new();
             if encode(&mut out, &cx.metrics.registry).is_err() {
                 return text(

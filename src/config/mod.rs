@@ -105,6 +105,8 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Keep the downstream `Host` (true) or send the upstream's authority.
     pub pass_host_header: bool,
+    /// Idle pooled connections kept to the app (more are closed when they fall idle).
+    pub max_idle_connections: usize,
 }
 
 /// ID-token signature algorithms sidegate accepts (never `none`, never HS*).
@@ -380,6 +382,9 @@ pub struct SessionConfig {
     pub login_lifetime: Duration,
     /// Where sessions live.
     pub store: SessionStore,
+    /// Login transactions kept in the store instead of a cookie (for deployments whose
+    /// callback cannot see the cookie set at the start, e.g. another host).
+    pub login_in_store: bool,
 }
 
 /// `session.store`: where session data live. Cookie sessions need nothing on the server;

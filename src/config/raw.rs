@@ -135,6 +135,7 @@ pub struct Upstream {
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub pass_host_header: Option<bool>,
+    pub max_idle_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +265,7 @@ pub struct Session {
     pub same_site: Option<String>,
     pub login_lifetime: Option<String>,
     pub store: Option<String>,
+    pub login_transactions: Option<String>,
     pub redis: Option<Redis>,
 }
 

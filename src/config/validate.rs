@@ -594,6 +594,7 @@ fn build_upstream(u: &raw::Upstream, p: &mut Problems) -> Option<UpstreamConfig>
         connect_timeout,
         response_timeout,
         pass_host_header: u.pass_host_header.unwrap_or(true),
+        max_idle_connections: u.max_idle_connections.unwrap_or(256),
     })
 }
 
@@ -742,8 +743,10 @@ fn build_session(
         }
     }
     let store = store::build(s, env, base_dir, p);
+    let login_in_store = store::login_transactions(s, &store, p);
     Some(SessionConfig {
         store,
+        login_in_store,
         cookie_name,
         keys: keys?,
         absolute_lifetime,

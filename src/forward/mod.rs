@@ -113,6 +113,7 @@ impl Upstream {
         let https = crate::forward::https_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(cfg.max_idle_connections)
             .build(https);
         let uri: Uri = cfg.url.as_str().parse().expect("validated upstream URL");
         Upstream {

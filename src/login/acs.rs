@@ -237,7 +237,7 @@ pub async fn saml_acs(cx: &Context, req: Request<Body>, now: SystemTime) -> Resp
             if mode == IdpInitiated::Restart {
                 tracing::info!(target: "sidegate::audit", event = "login", outcome = "restart", idp = %idp.name,
                     subject = %verified.name_id, "IdP-initiated response verified and discarded; starting an SP-initiated login");
-                return begin_saml(cx, &saml, Some(&idp.name), rt);
+                return begin_saml(cx, &saml, Some(&idp.name), rt).await;
             }
             let identity = match resolve(cx, &idp, &verified) {
                 Ok(i) => i,

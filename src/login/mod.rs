@@ -276,7 +276,7 @@ pub async fn begin(cx: &Context, return_to: ReturnTo, hints: Hints<'_>) -> Respo
     match cx.login.choose(hints, &return_to) {
         Choice::Oidc(p) => begin_oidc(cx, p, return_to, hints.login_hint).await,
         Choice::Saml(name) => match &cx.login.saml {
-            Some(s) => begin_saml(cx, s, name.as_deref(), return_to),
+            Some(s) => begin_saml(cx, s, name.as_deref(), return_to).await,
             None => unreachable!("config validation requires a login method"),
         },
         Choice::Chooser => chooser(cx, &return_to),
@@ -342,14 +342,26 @@ fn idp_unavailable(detail: String) -> Response<Body> {
     )
 }
 
-/// Redirects to `url` with a new transaction cookie.
-fn redirect_with_tx(cx: &Context, url: &str, tx: &LoginTx) -> Response<Body> {
-    let mut resp = redirect(url);
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        state::start_cookie(&cx.sessions, cx.routes.prefix(), tx),
-    );
-    resp
+/// Redirects to `url` with a new transaction (its cookie, or kept in the store).
+async fn redirect_with_tx(cx: &Context, url: &str, tx: &LoginTx) -> Response<Body> {
+    match state::keep(&cx.sessions, cx.routes.prefix(), tx).await {
+        Ok(cookie) => {
+            let mut resp = redirect(url);
+            if let Some(c) = cookie {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            resp
+        }
+        Err(e) => rescue(
+            Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Party::Internal,
+                "Sign-in is temporarily unavailable. Please try again in a minute.",
+                format!("login transaction not stored: {e}"),
+            ),
+            false,
+        ),
+    }
 }
 
 async fn begin_oidc(
@@ -372,10 +384,10 @@ async fn begin_oidc(
         return_to: return_to.as_str().to_string(),
         created: unix(SystemTime::now()),
     };
-    redirect_with_tx(cx, &auth.url, &tx)
+    redirect_with_tx(cx, &auth.url, &tx).await
 }
 
-fn begin_saml(
+async fn begin_saml(
     cx: &Context,
     s: &saml::Saml,
     idp_name: Option<&str>,
@@ -411,7 +423,7 @@ fn begin_saml(
         return_to: return_to.as_str().to_string(),
         created: unix(SystemTime::now()),
     };
-    redirect_with_tx(cx, url.as_str(), &tx)
+    redirect_with_tx(cx, url.as_str(), &tx).await
 }
 
 /// The `rd` parameter checked against the redirect allow-list (root when absent).
@@ -478,7 +490,7 @@ pub async fn saml_login(cx: &Context, req: &Request<()>) -> Response<Body> {
     };
     let q = query(req);
     match checked_rd(cx, req) {
-        Ok(rt) => begin_saml(cx, s, q.get("idp").map(String::as_str), rt),
+        Ok(rt) => begin_saml(cx, s, q.get("idp").map(String::as_str), rt).await,
         Err(resp) => resp,
     }
 }
@@ -764,7 +776,7 @@ pub async fn logout(cx: &Context, req: &Request<()>, now: SystemTime) -> Respons
     if let Checked::Valid(s) | Checked::Touch(s) = cx.sessions.check(req.headers(), now).await {
         cx.signer.forget(&s.sid);
         tracing::info!(target: "sidegate::audit", event = "logout", subject = %s.identity.subject, "logout");
-        single_logout = slo::begin(cx, &s, rd.as_ref(), now);
+        single_logout = slo::begin(cx, &s, rd.as_ref(), now).await;
         if single_logout.is_none() {
             single_logout = rp_initiated(cx, &s, rd.as_ref()).await;
         }

@@ -17,7 +17,7 @@ use crate::Body;
 
 /// For a session from the SAML IdP, the redirect that starts single logout there (with a
 /// logout transaction cookie); `None` means a local logout is all there is to do.
-pub(super) fn begin(
+pub(super) async fn begin(
     cx: &Context,
     s: &Session,
     rd: Option<&ReturnTo>,
@@ -41,7 +41,7 @@ pub(super) fn begin(
                 ),
                 created: unix(now),
             };
-            Some(redirect_with_tx(cx, url.as_str(), &tx))
+            Some(redirect_with_tx(cx, url.as_str(), &tx).await)
         }
         Err(e) => {
             tracing::warn!(error = %e, "SAML single logout could not start; signed out locally only");

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::session::{request_cookies, unix, Sessions};
+use crate::store::Store;
 
 const PURPOSE: &[u8] = b"sidegate login v1";
 const NAME_STATE_CHARS: usize = 12;
@@ -108,6 +109,40 @@ pub fn start_cookie(sessions: &Sessions, prefix: &str, tx: &LoginTx) -> HeaderVa
     }
 }
 
+/// Keeps a new transaction: in its cookie (returned), or in the store when
+/// `session.login_transactions = "store"` (no cookie; the `state` alone names it, so the
+/// callback may land on any host or replica, at the price of the browser binding).
+pub async fn keep(
+    sessions: &Sessions,
+    prefix: &str,
+    tx: &LoginTx,
+) -> Result<Option<HeaderValue>, crate::store::StoreError> {
+    if !sessions.config().login_in_store {
+        return Ok(Some(start_cookie(sessions, prefix, tx)));
+    }
+    let plain = serde_json::to_vec(tx).expect("tx serializes");
+    let sealed = sessions.seal(PURPOSE, &plain);
+    sessions
+        .store()
+        .put(
+            &tx_key(&tx.state),
+            sealed.as_bytes(),
+            sessions.config().login_lifetime,
+        )
+        .await?;
+    Ok(None)
+}
+
+fn tx_key(state: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(state.as_bytes());
+    format!(
+        "tx:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h)
+    )
+}
+
 /// Deletes the transaction cookie for `state`.
 pub fn clear_cookie(sessions: &Sessions, prefix: &str, state: &str) -> HeaderValue {
     sessions.set_cookie(
@@ -129,10 +164,23 @@ pub async fn take(
         .filter(|s| !s.is_empty())
         .ok_or(TxError::StateMissing)?;
     let name = cookie_name(&sessions.config().cookie_name, state);
-    let value = request_cookies(headers)
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-        .ok_or(TxError::NoTransaction)?;
+    let stored;
+    let value = if sessions.config().login_in_store {
+        stored = match sessions.store().get(&tx_key(state)).await {
+            Ok(Some(v)) => String::from_utf8(v).map_err(|_| TxError::Invalid)?,
+            Ok(None) => return Err(TxError::NoTransaction),
+            Err(e) => {
+                tracing::warn!(error = %e, "login transaction could not be read from the store");
+                return Err(TxError::Unavailable);
+            }
+        };
+        stored.as_str()
+    } else {
+        request_cookies(headers)
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .ok_or(TxError::NoTransaction)?
+    };
     let plain = sessions
         .open(PURPOSE, value)
         .map_err(|_| TxError::Invalid)?;
@@ -145,7 +193,13 @@ pub async fn take(
     }
     let ttl = sessions.config().login_lifetime;
     match crate::store::first_use(sessions.store(), "state", &tx.state, ttl).await {
-        Ok(true) => Ok(tx),
+        Ok(true) => {
+            if sessions.config().login_in_store {
+                // Used once: the entry goes (the first_use mark refuses a replay anyway).
+                let _ = sessions.store().delete(&tx_key(&tx.state)).await;
+            }
+            Ok(tx)
+        }
         Ok(false) => Err(TxError::Replayed),
         Err(e) => {
             tracing::warn!(error = %e, "login state could not be marked used");

@@ -706,6 +706,15 @@ fn session_store_choices_and_their_mistakes_are_named() {
         d.ok(&with("session", "store = \"memory\"")).session.store,
         SessionStore::Memory
     ));
+    let both = with(
+        "session",
+        "store = \"memory\"\nlogin_transactions = \"store\"",
+    );
+    assert!(d.ok(&both).session.login_in_store);
+    assert!(
+        !d.ok(MINIMAL).session.login_in_store,
+        "transactions in cookies by default"
+    );
     std::fs::write(d.path().join("redis-pw"), "pw\n").unwrap();
     let c = d.ok(&redis("url = \"rediss://10.0.0.5:6380/2\"\nusername = \"sg\"\npassword_file = \"redis-pw\"\ntimeout = \"250ms\""));
     let SessionStore::Redis(r) = c.session.store else {
@@ -738,6 +747,14 @@ fn session_store_choices_and_their_mistakes_are_named() {
 
     for (text, key) in [
         (with("session", "store = \"disk\""), "session.store"),
+        (
+            with("session", "login_transactions = \"store\""),
+            "session.login_transactions",
+        ),
+        (
+            with("session", "login_transactions = \"nowhere\""),
+            "session.login_transactions",
+        ),
         (with("session", "store = \"redis\""), "session.redis"),
         (store("url = \"redis://h:6379\""), "session.redis"),
         (redis("url = \"http://h:6379\""), "session.redis.url"),

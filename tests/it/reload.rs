@@ -128,11 +128,21 @@ fn addresses(text: &str) -> (String, String) {
 }
 
 async fn world() -> (Upstream, Op, Keys, String) {
+    world_with(&[]).await
+}
+
+/// `op_env` as for `Op::start_with`, `{public}` replaced by sidegate's public URL.
+async fn world_with(op_env: &[(&str, &str)]) -> (Upstream, Op, Keys, String) {
     let upstream = Upstream::start().await;
     let port = free_port();
     let admin = free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let op = Op::start(&format!("{public}/.sidegate/oidc/callback")).await;
+    let env: Vec<(String, String)> = op_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.replace("{public}", &public)))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let op = Op::start_with(&format!("{public}/.sidegate/oidc/callback"), &env).await;
     let keys = Keys::new();
     let listen = format!("listen = [\"127.0.0.1:{port}\"]");
     let admin_listen = format!("admin_listen = \"127.0.0.1:{admin}\"");
@@ -250,4 +260,55 @@ async fn watch_config_reloads_when_the_file_changes() {
     )
     .unwrap();
     assert_eq!(s.status("/x", &cookie).await, 200);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_idp_logouts_of_cookie_sessions() {
+    let (_upstream, op, keys, text) = world_with(&[
+        (
+            "OP_BACKCHANNEL_LOGOUT_URI",
+            "{public}/.sidegate/oidc/backchannel-logout",
+        ),
+        ("OP_TEST_ENDPOINTS", "1"),
+    ])
+    .await;
+    let s = Running::start(keys.path(), &text, &[]).await;
+    let mut b = crate::support::browser::Browser::new();
+    let page = b
+        .navigate(&format!("{}/app", s.base), "alice", "alice-pw")
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let alice = b.cookie_header(&format!("{}/", s.base));
+    assert_eq!(s.status("/x", &alice).await, 200);
+    // The provider ends alice's session: her (stateless) cookie is refused from now on.
+    let ended: serde_json::Value = client()
+        .post(format!("{}/test/end-sessions?sub=alice", op.issuer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ended["backchannel"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{ended}"
+    );
+    assert_eq!(s.status("/x", &alice).await, 401);
+    // A reload builds everything anew, but the revocation stays.
+    std::fs::write(
+        keys.path().join("sidegate.toml"),
+        format!("{text}{ADMIN_ONLY}"),
+    )
+    .unwrap();
+    s.hup();
+    let viewer = session_cookie(&text, &keys, "bob", "viewer", SystemTime::now());
+    s.until("/admin/x", &viewer, 403).await;
+    assert_eq!(
+        s.status("/x", &alice).await,
+        401,
+        "still ended after the reload"
+    );
+    assert_eq!(s.status("/x", &viewer).await, 200);
 }

@@ -36,6 +36,16 @@ fn store_lines(redis: &Redis, timeout: &str) -> String {
 /// `n` replicas with the same config and keys in front of one app, on one Redis and one
 /// real OP (`op_env` as for `Op::start_with`, `{public}` replaced by the public URL).
 async fn oidc_replicas(n: usize, op_env: &[(&str, &str)], oidc: &[&str]) -> Replicas {
+    oidc_replicas_with(n, op_env, oidc, "").await
+}
+
+/// `oidc_replicas` with `session` lines before the Redis table.
+async fn oidc_replicas_with(
+    n: usize,
+    op_env: &[(&str, &str)],
+    oidc: &[&str],
+    session: &str,
+) -> Replicas {
     let redis = Redis::start().await;
     let upstream = Upstream::start().await;
     let mut bounds = Vec::new();
@@ -50,7 +60,7 @@ async fn oidc_replicas(n: usize, op_env: &[(&str, &str)], oidc: &[&str]) -> Repl
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let op = Op::start_with(&format!("{public}/.sidegate/oidc/callback"), &env_refs).await;
     let keys = Keys::new();
-    let store = store_lines(&redis, "1s");
+    let store = format!("{session}\n{}", store_lines(&redis, "1s"));
     let mut extra: Vec<(&str, &str)> = oidc.iter().map(|l| ("oidc", *l)).collect();
     extra.push(("session", &store));
     let text = config_text(&public, &upstream.url(), &op.issuer, &extra);
@@ -372,4 +382,46 @@ async fn redis_down_or_paused_fails_closed_and_recovers_without_losing_sessions(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(back, Ok("alice".into()));
+}
+
+#[tokio::test]
+async fn with_transactions_in_the_store_a_login_may_finish_where_the_start_cookie_is_not_seen() {
+    // The browser starts on replica 1; the IdP returns it to the public URL (replica 0),
+    // which this browser's cookie jar keeps apart (another port): the start cookie is not
+    // sent there, so only the transaction in Redis can finish the login.
+    let r = oidc_replicas_with(2, &[], &[], "login_transactions = \"store\"").await;
+    let mut b = Browser::new();
+    let page = b
+        .navigate(&r.nodes[1].url("/app"), "alice", "alice-pw")
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let cookie = b.cookie_header(&r.nodes[0].url("/"));
+    assert_eq!(
+        r.user_on(0, &cookie).await,
+        Ok("alice".into()),
+        "logged in at the callback's replica"
+    );
+    assert_eq!(r.user_on(1, &cookie).await, Ok("alice".into()));
+    // A replayed callback is refused: the transaction is spent.
+    let callback = b
+        .visited
+        .iter()
+        .find(|u| u.contains("/oidc/callback"))
+        .expect("callback visited")
+        .clone();
+    let again = client()
+        .get(&callback)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400, "replayed callback");
+
+    // The same journey with transactions in cookies fails: the cookie never reaches replica 0.
+    let c = oidc_replicas(2, &[], &[]).await;
+    let mut b = Browser::new();
+    let page = b
+        .navigate(&c.nodes[1].url("/app"), "alice", "alice-pw")
+        .await;
+    assert_eq!(page.status, 400, "no transaction without its cookie");
 }

@@ -50,6 +50,31 @@ pub(super) fn build(
     }
 }
 
+/// `session.login_transactions`: `"cookie"` (default, bound to the browser) or `"store"`.
+pub(super) fn login_transactions(s: &raw::Session, store: &SessionStore, p: &mut Problems) -> bool {
+    match s.login_transactions.as_deref() {
+        None | Some("cookie") => false,
+        Some("store") => {
+            if matches!(store, SessionStore::Cookie) {
+                p.add(
+                    "session.login_transactions",
+                    "\"store\" needs a server-side session store",
+                    "set session.store = \"redis\" (or \"memory\" for one replica), or keep \"cookie\"",
+                );
+            }
+            true
+        }
+        Some(o) => {
+            p.add(
+                "session.login_transactions",
+                format!("`{o}` is not a place for login transactions"),
+                "use \"cookie\" (default) or \"store\"",
+            );
+            false
+        }
+    }
+}
+
 fn urls(p: &mut Problems, key: &str, list: &[String]) -> bool {
     let mut ok = true;
     for u in list {
