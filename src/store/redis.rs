@@ -218,14 +218,19 @@ impl Redis {
     /// failover this finds the new master).
     fn drop_conn(&self, why: &redis::RedisError) {
         let broken = why.is_io_error()
+            || why.is_timeout()
             || why.is_connection_dropped()
             || why.is_connection_refusal()
             || why.is_unrecoverable_error()
             || matches!(why.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
         if broken {
             tracing::warn!(error = %why, "Redis connection lost; reconnecting");
-            self.live.lock().expect("redis conn lock").take();
+            self.forget();
         }
+    }
+
+    fn forget(&self) {
+        self.live.lock().expect("redis conn lock").take();
     }
 
     async fn run<T: FromRedisValue>(&self, cmd: Query<'_>) -> Result<T, StoreError> {
@@ -245,7 +250,12 @@ impl Redis {
                 self.drop_conn(&e);
                 Err(unavailable(e))
             }
-            Err(_) => Err(StoreError::Timeout),
+            Err(_) => {
+                // A half-open connection never answers again: start over next time.
+                tracing::warn!("Redis did not answer in time; reconnecting");
+                self.forget();
+                Err(StoreError::Timeout)
+            }
         }
     }
 

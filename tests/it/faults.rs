@@ -134,17 +134,8 @@ async fn faulty_app() -> (String, Arc<AtomicUsize>) {
 
 /// `sidegate_tasks` from the admin listener (a fresh client, so no pooled connection stays).
 async fn tasks(sc: &Sidecar) -> i64 {
-    let m = reqwest::Client::new()
-        .get(sc.admin("/metrics"))
-        .send()
+    crate::support::metric(&sc.admin("/metrics"), "sidegate_tasks")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    m.lines()
-        .find_map(|l| l.strip_prefix("sidegate_tasks "))
-        .and_then(|v| v.trim().parse().ok())
         .expect("sidegate_tasks gauge")
 }
 

@@ -2,130 +2,18 @@
 //! policy and keys without dropping an open connection or logging anyone out; an invalid
 //! config is refused with a log line and the running one stays; metrics carry over.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 
 use crate::support::op::Op;
+use crate::support::process::{free_port, Running};
 use crate::support::upstream::Upstream;
 use crate::support::{client, config_text, session_cookie, Keys};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 const ADMIN_ONLY: &str =
     "\n[[policy.routes]]\nname = \"admin\"\npaths = [\"/admin\"]\nallow = [{ roles = [\"admin\"] }]\n";
-
-struct Running {
-    child: Child,
-    base: String,
-    admin: String,
-    log: std::path::PathBuf,
-}
-
-impl Running {
-    async fn start(dir: &Path, text: &str, args: &[&str]) -> Running {
-        std::fs::write(dir.join("sidegate.toml"), text).unwrap();
-        let log = dir.join("sidegate.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sidegate"))
-            .args(["run", "--config"])
-            .arg(dir.join("sidegate.toml"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let (base, admin) = addresses(text);
-        let r = Running {
-            child,
-            base,
-            admin,
-            log,
-        };
-        for _ in 0..100 {
-            if let Ok(resp) = client().get(format!("{}/readyz", r.admin)).send().await {
-                if resp.status() == 200 {
-                    return r;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("sidegate not ready:\n{}", r.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn hup(&self) {
-        let pid = self.child.id().unwrap().to_string();
-        let ok = std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    async fn status(&self, path: &str, cookie: &str) -> u16 {
-        client()
-            .get(format!("{}{path}", self.base))
-            .header("cookie", cookie)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    /// Polls until `path` answers `want` (bounded: 10 s).
-    async fn until(&self, path: &str, cookie: &str, want: u16) {
-        for _ in 0..100 {
-            if self.status(path, cookie).await == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{path} never answered {want}; log:\n{}", self.log());
-    }
-
-    async fn proxied_count(&self) -> u64 {
-        let m = client()
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.lines()
-            .find_map(|l| l.strip_prefix("sidegate_requests_total{outcome=\"proxied\"} "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-fn addresses(text: &str) -> (String, String) {
-    let find = |k: &str| {
-        let l = text.lines().find(|l| l.starts_with(k)).unwrap();
-        l.split('"').nth(1).unwrap().to_string()
-    };
-    (
-        find("public_url"),
-        format!("http://{}", find("admin_listen")),
-    )
-}
 
 async fn world() -> (Upstream, Op, Keys, String) {
     world_with(&[]).await

@@ -2,7 +2,9 @@
 //! (`session.store = "redis"`), as behind a load balancer (replica A's address stands for
 //! the public URL): a session made on one is served by the others and sealed at rest;
 //! logout and back-channel logout end it everywhere; refresh single flight spans replicas;
-//! a SAML assertion consumed on one is refused on another. Then Redis faults: down and
+//! a SAML assertion consumed on one is refused on another; login transactions in Redis let a
+//! login finish on another host. Two real `sidegate run` processes do the same and exit 0 on
+//! SIGTERM. Then Redis faults: down and
 //! paused fail closed with 503 (never a login loop, never the app) and recover by
 //! themselves, keeping sessions already written.
 
@@ -13,6 +15,7 @@ use serde_json::Value;
 
 use crate::support::browser::Browser;
 use crate::support::op::Op;
+use crate::support::process::{free_port, Running};
 use crate::support::redis::Redis;
 use crate::support::saml_idp::{SamlIdp, SamlIdpSp};
 use crate::support::upstream::{header_values, Upstream};
@@ -424,4 +427,55 @@ async fn with_transactions_in_the_store_a_login_may_finish_where_the_start_cooki
         .navigate(&c.nodes[1].url("/app"), "alice", "alice-pw")
         .await;
     assert_eq!(page.status, 400, "no transaction without its cookie");
+}
+
+#[tokio::test]
+async fn two_sidegate_processes_share_sessions_through_redis_and_exit_0_on_sigterm() {
+    let redis = Redis::start().await;
+    let upstream = Upstream::start().await;
+    let ports = [(free_port(), free_port()), (free_port(), free_port())];
+    let public = format!("http://127.0.0.1:{}", ports[0].0);
+    let op = Op::start(&format!("{public}/.sidegate/oidc/callback")).await;
+    let keys = Keys::new();
+    let store = store_lines(&redis, "1s");
+    let mut procs = Vec::new();
+    for (n, (port, admin)) in ports.iter().enumerate() {
+        let listen = format!("listen = [\"127.0.0.1:{port}\"]");
+        let admin = format!("admin_listen = \"127.0.0.1:{admin}\"");
+        let text = config_text(
+            &public,
+            &upstream.url(),
+            &op.issuer,
+            &[("server", &listen), ("server", &admin), ("session", &store)],
+        );
+        procs.push(Running::start_named(keys.path(), &format!("replica-{n}"), &text, &[]).await);
+    }
+    let mut b = Browser::new();
+    let page = b
+        .navigate(&format!("{}/app", procs[0].base), "alice", "alice-pw")
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let alice = b.cookie_header(&format!("{}/", procs[0].base));
+    assert_eq!(
+        procs[1].status("/x", &alice).await,
+        200,
+        "the other process serves the session"
+    );
+    let out = client()
+        .get(format!("{}/.sidegate/logout", procs[1].base))
+        .header(COOKIE, &alice)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_redirection() || out.status() == 200);
+    assert_eq!(
+        procs[0].status("/x", &alice).await,
+        401,
+        "logged out on both"
+    );
+    for p in &mut procs {
+        p.signal("-TERM");
+        let status = p.exit(Duration::from_secs(40)).await;
+        assert!(status.success(), "SIGTERM exits 0: {status:?}\n{}", p.log());
+    }
 }

@@ -6,6 +6,7 @@ pub mod dev;
 pub mod fake_idp;
 pub mod nginx;
 pub mod op;
+pub mod process;
 pub mod redis;
 pub mod saml_craft;
 pub mod saml_idp;
@@ -230,3 +231,19 @@ pub fn client() -> reqwest::Client {
 
 /// An issuer nothing listens on (port 9 on loopback): discovery fails, proxying still works.
 pub const DEAD_ISSUER: &str = "http://127.0.0.1:9";
+
+/// One sample from a Prometheus `/metrics` URL (`name` with its labels, as printed), read
+/// with a fresh client so no pooled connection stays behind.
+pub async fn metric(url: &str, name: &str) -> Option<i64> {
+    let text = reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
