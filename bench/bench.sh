@@ -3,20 +3,38 @@
 # wrk -d and a hard `timeout`; everything it starts is stopped on exit.
 #
 # Starts, on free 127.0.0.1 ports: an nginx upstream (bench/nginx.conf.in),
-# the test OP (tests/idp/provider.mjs) and target/release/sidegate, logs in as
-# alice with bench/login.py, then measures with wrk (after a short warm-up):
+# the test OP (tests/idp/provider.mjs) and target/release/sidegate, plus what
+# the selected scenarios need (below); logs in as alice (bench/login.py), then
+# measures with wrk, after a short warm-up, the scenarios interleaved, RUNS rounds:
 #   a upstream    nginx directly                              /         200
 #   b public      sidegate, public path (no session needed)   /public/  200
 #   c session     sidegate, protected path, session cookie    /         200
 #   d redirect    sidegate, protected path, browser, no cookie /        302
 #   e auth        sidegate forward-auth check, session cookie  /.sidegate/auth 200
 #                 (X-Original-URI as nginx sends it; wrk is the trusted proxy)
+#   f apache      Apache (MPM event) plain reverse proxy       /         200
+#   g openidc     Apache + mod_auth_openidc, session cookie     /         200
+#                 (logged in through the same test OP, same client)
+#   h mellon      Apache + mod_auth_mellon, session cookie      /         200
+#                 (SAML, against SimpleSAMLphp from tests/saml-idp under php -S)
+#   i redis       a second sidegate with session.store = "redis" (its own
+#                 redis-server), protected path, its own session cookie  / 200
+# Every proxy forwards to the same nginx. The Apache instances (bench/apache/)
+# run in the foreground with their own ServerRoot, config and PidFile under the
+# run dir; the system's apache2 service and /etc/apache2 are not used.
 # For each: req/s, p50/p99, errors and non-2xx/3xx responses, peak RSS of the
-# server under test (VmRSS every 0.5 s; nginx for a, sidegate otherwise), its
-# CPU µs per request (utime+stime), and req/s ratios to a and to b.
+# server under test (VmRSS every 0.5 s, summed over the process and its
+# children: nginx for a, Apache for f-h, sidegate otherwise), its CPU µs per
+# request (utime+stime; for i redis-server's too, apart), req/s ratios to a and b.
+# Then LOGINS full browser logins each, timed: sidegate OIDC, sidegate SAML (a
+# SAML-only sidegate against the same IdP, started for this), and Apache
+# mod_auth_openidc / mod_auth_mellon when g / h run.
+# Installs what is missing with apt (services kept from starting): wrk, nginx,
+# apache2 and its modules, redis-server, simplesamlphp and php.
 #
 #   bench/bench.sh
 #   RUNS=3 DURATION=10 CONNS=64 THREADS=2 WARMUP=2 SCENARIOS="a b c d" bench/bench.sh
+#   SCENARIOS="a b c f g h i" LOGINS=0 bench/bench.sh
 #   SKIP_BUILD=1 bench/bench.sh      use the existing target/release/sidegate
 #   SIDEGATE_BIN=/path/to/sidegate bench/bench.sh   bench that binary (no build)
 # Output: .run/bench/<timestamp>/ (results.tsv, results.md, wrk logs, service logs).
@@ -31,7 +49,7 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-2}"           # seconds, same load, not recorded
 PAUSE="${PAUSE:-1}"             # seconds between scenarios
-SCENARIOS="${SCENARIOS:-a b c d e}"
+SCENARIOS="${SCENARIOS:-a b c d e f g h i}"
 NGINX_WORKERS="${NGINX_WORKERS:-1}"
 LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none)
 
@@ -47,7 +65,11 @@ done
 ((CONNS >= 1 && CONNS <= 1024)) || die "CONNS must be 1..1024"
 ((THREADS >= 1 && THREADS <= 16 && THREADS <= CONNS)) || die "THREADS must be 1..16 and <= CONNS"
 ((LOGINS <= 100)) || die "LOGINS must be 0..100"
-for s in $SCENARIOS; do [[ $s == [abcde] ]] || die "unknown scenario '$s' (a b c d e)"; done
+for s in $SCENARIOS; do [[ $s == [a-i] ]] || die "unknown scenario '$s' (a b c d e f g h i)"; done
+wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }   # SCENARIO: is it selected
+# The SAML IdP serves scenario h and the SAML login timing.
+NEED_SAML_IDP=0
+{ wants h || ((LOGINS > 0)); } && NEED_SAML_IDP=1
 
 # ---- tools ----------------------------------------------------------------------
 apt_ensure() {   # install missing Debian packages without starting their services
@@ -71,6 +93,12 @@ apt_ensure() {   # install missing Debian packages without starting their servic
   ((ok)) || die "apt-get install ${missing[*]} failed, see $alog"
 }
 apt_ensure wrk nginx-light curl ca-certificates
+{ wants f || wants g || wants h; } && apt_ensure apache2
+wants g && apt_ensure libapache2-mod-auth-openidc
+wants h && apt_ensure libapache2-mod-auth-mellon
+wants i && apt_ensure redis-server
+# php8.2-cgi satisfies php8.2's SAPI dependency without pulling in mod_php (as scripts/test-deps.sh)
+((NEED_SAML_IDP)) && apt_ensure simplesamlphp php8.2-cli php8.2-cgi php8.2-xml openssl
 command -v node >/dev/null || die "node not found (Node.js >= 20 runs the test OP)"
 command -v python3 >/dev/null || die "python3 not found"
 PY=python3
@@ -96,16 +124,25 @@ OUT="$ROOT/.run/bench/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 CLK_TCK=$(getconf CLK_TCK)
 
-# three distinct free ports, chosen while all three sockets are held
-read -r UPSTREAM_PORT SG_PORT SG_ADMIN_PORT < <("$PY" -c '
+# distinct free ports, chosen while all the sockets are held (some stay unused)
+read -r UPSTREAM_PORT SG_PORT SG_ADMIN_PORT SGR_PORT SGR_ADMIN_PORT SGS_PORT SGS_ADMIN_PORT \
+  REDIS_PORT SAML_IDP_PORT APACHE_PORT OPENIDC_PORT MELLON_PORT < <("$PY" -c '
 import socket
-ss = [socket.socket() for _ in range(3)]
+ss = [socket.socket() for _ in range(12)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))
 for s in ss: s.close()')
-[[ -n ${SG_ADMIN_PORT:-} ]] || die "could not pick free ports"
-SG="http://127.0.0.1:$SG_PORT"
+[[ -n ${MELLON_PORT:-} ]] || die "could not pick free ports"
 UP="http://127.0.0.1:$UPSTREAM_PORT"
+SG="http://127.0.0.1:$SG_PORT"              # sidegate, cookie sessions (b-e)
+SGR="http://127.0.0.1:$SGR_PORT"            # sidegate, Redis sessions (i)
+SGS="http://127.0.0.1:$SGS_PORT"            # sidegate, SAML only (login timing)
+SAML_IDP="http://127.0.0.1:$SAML_IDP_PORT"  # SimpleSAMLphp
+APACHE="http://127.0.0.1:$APACHE_PORT"      # Apache plain (f)
+OPENIDC="http://127.0.0.1:$OPENIDC_PORT"    # Apache + mod_auth_openidc (g)
+MELLON="http://127.0.0.1:$MELLON_PORT"      # Apache + mod_auth_mellon (h)
+OPENIDC_CALLBACK=/redirect_uri
+MELLON_CALLBACK=/mellon/postResponse
 
 wait_port() {    # PORT SECONDS: until something listens on 127.0.0.1:PORT
   local i
@@ -120,27 +157,48 @@ proc_alive() {
   st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
   [[ -n $st && $st != Z && $st != X ]]
 }
+render() {       # TEMPLATE OUT NAME=VALUE...: copy TEMPLATE to OUT with each @NAME@ replaced
+  local in=$1 out=$2 kv v args=()
+  shift 2
+  for kv in "$@"; do
+    v=${kv#*=}
+    [[ $v != *[\|\&\\\'$'\n']* ]] || die "render $in: unsafe character in ${kv%%=*}: $v"
+    args+=(-e "s|@${kv%%=*}@|$v|g")
+  done
+  sed "${args[@]}" "$in" >"$out"
+  ! grep -q '@[A-Z_][A-Z_]*@' "$out" || die "unrendered placeholder in $out: $(grep -o '@[A-Z_][A-Z_]*@' "$out" | sort -u | xargs)"
+}
 
 # ---- stopping what we start (by pid) ----------------------------------------------
-NGINX_PID='' OP_PID='' SG_PID='' SAMPLER_PID='' OP_IN=''
-stop_pid() {     # PID NAME: TERM, wait up to 5 s, then KILL
-  local pid=$1 name=$2 i
-  [[ -n $pid ]] || return 0
+SERVICES=()      # "pid name" of every service started, in order; stopped in reverse
+SAMPLER_PID='' OP_IN=''
+started() { SERVICES+=("$1 $2"); }   # PID NAME
+stop_pid() {     # PID NAME: TERM, wait up to 5 s, then KILL; then its children (Apache's)
+  local pid=$1 name=$2 kids c i
   proc_alive "$pid" || return 0
+  kids=$(pgrep -P "$pid" || true)
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do proc_alive "$pid" || break; sleep 0.1; done
   if proc_alive "$pid"; then log "$name (pid $pid) ignored TERM, sending KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
   wait "$pid" 2>/dev/null || true
+  # a parent stops its children as it exits; any left after 2 s are killed by pid
+  for c in $kids; do
+    for ((i = 0; i < 20; i++)); do proc_alive "$c" || break; sleep 0.1; done
+    proc_alive "$c" && { log "$name: child $c still running, sending KILL"; kill -KILL "$c" 2>/dev/null; }
+  done
+  return 0
 }
 cleanup() {
   set +e
   [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null
-  stop_pid "$SG_PID" sidegate
-  # closing the OP's stdin ends it by itself; TERM in case it did not
+  # closing the OP's stdin ends it by itself; it is stopped by pid below anyway
   [[ -n $OP_IN ]] && exec {OP_IN}>&-
-  stop_pid "$OP_PID" oidc-provider
-  stop_pid "$NGINX_PID" nginx
-  [[ -n $NGINX_PID$OP_PID$SG_PID ]] && log "stopped the services this bench started"
+  local i
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    # shellcheck disable=SC2086  # "pid name"
+    stop_pid ${SERVICES[i]}
+  done
+  ((${#SERVICES[@]})) && log "stopped the services this bench started"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -150,24 +208,25 @@ RUN="$OUT/nginx"
 mkdir -p "$RUN/www/public" "$RUN/tmp"
 printf 'hello from upstream\n' >"$RUN/www/index.txt"
 printf 'hello from upstream\n' >"$RUN/www/public/index.txt"
-sed -e "s|@RUN@|$RUN|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_WORKERS@|$NGINX_WORKERS|g" \
-  "$HERE/nginx.conf.in" >"$RUN/nginx.conf"
-! grep -q '@[A-Z_]*@' "$RUN/nginx.conf" || die "unrendered placeholder in $RUN/nginx.conf"
+render "$HERE/nginx.conf.in" "$RUN/nginx.conf" RUN="$RUN" UPSTREAM_PORT="$UPSTREAM_PORT" NGINX_WORKERS="$NGINX_WORKERS"
 /usr/sbin/nginx -t -q -c "$RUN/nginx.conf" -p "$RUN" 2>"$RUN/configtest.log" \
   || { cat "$RUN/configtest.log" >&2; die "nginx config test failed"; }
 /usr/sbin/nginx -c "$RUN/nginx.conf" -p "$RUN" </dev/null >"$RUN/stdout.log" 2>&1 &
 NGINX_PID=$!
+started "$NGINX_PID" nginx
 wait_port "$UPSTREAM_PORT" 10 || { cat "$RUN/error.log" >&2; die "nginx did not come up"; }
 log "upstream nginx: pid $NGINX_PID on $UP"
 
 # ---- the test OP ------------------------------------------------------------------
 # Its stdin is a FIFO whose only writer is this shell: if the bench dies in
-# any way, the OP sees EOF and exits by itself.
+# any way, the OP sees EOF and exits by itself. One client (sidegate) for both
+# sidegates and mod_auth_openidc: each one's redirect URI is registered.
 mkfifo "$OUT/op.stdin"
 exec {OP_IN}<>"$OUT/op.stdin"
-OP_REDIRECT_URIS="$SG/.sidegate/oidc/callback" OP_PORT=0 \
+OP_REDIRECT_URIS="$SG/.sidegate/oidc/callback $SGR/.sidegate/oidc/callback $OPENIDC$OPENIDC_CALLBACK" OP_PORT=0 \
   node "$ROOT/tests/idp/provider.mjs" <"$OUT/op.stdin" {OP_IN}>&- >"$OUT/op.stdout" 2>"$OUT/op.stderr" &
 OP_PID=$!
+started "$OP_PID" oidc-provider
 ISSUER=
 for ((i = 0; i < 200; i++)); do   # 20 s
   line=$(head -n1 "$OUT/op.stdout" 2>/dev/null || true)
@@ -181,20 +240,88 @@ done
 [[ -n $ISSUER ]] || { cat "$OUT/op.stderr" >&2; die "the test OP printed no READY line in 20 s"; }
 log "test OP: pid $OP_PID, issuer $ISSUER"
 
+# ---- the SAML IdP: SimpleSAMLphp under php -S ------------------------------------
+# Configured from tests/saml-idp (users alice/alice-pw...); the SPs it knows come
+# from bench/saml/saml20-sp-remote.php + sps.json. mod_auth_mellon's SP key and
+# metadata are made first, the IdP needs its certificate.
+if wants h; then
+  MRUN="$OUT/apache-mellon"
+  mkdir -p "$MRUN/mkmeta"
+  (cd "$MRUN/mkmeta" && /usr/sbin/mellon_create_metadata "$MELLON/mellon/metadata" "$MELLON/mellon") \
+    >"$MRUN/mkmeta.log" 2>&1 {OP_IN}>&- || { cat "$MRUN/mkmeta.log" >&2; die "mellon_create_metadata failed"; }
+  mv "$MRUN"/mkmeta/*.key "$MRUN/sp.key"
+  mv "$MRUN"/mkmeta/*.cert "$MRUN/sp.cert"
+  mv "$MRUN"/mkmeta/*.xml "$MRUN/sp-metadata.xml"
+  rmdir "$MRUN/mkmeta"
+  # mellon reads its key in the workers, which run as www-data under root
+  [[ $(id -u) -eq 0 ]] && { chgrp www-data "$MRUN/sp.key"; chmod 640 "$MRUN/sp.key"; }
+fi
+if ((NEED_SAML_IDP)); then
+  IRUN="$OUT/saml-idp"
+  mkdir -p "$IRUN"/{config,metadata,cert,log,data,tmp,sessions}
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=sidegate bench SAML IdP" \
+    -keyout "$IRUN/cert/idp.key" -out "$IRUN/cert/idp.crt" >"$IRUN/log/openssl.log" 2>&1 {OP_IN}>&- \
+    || { cat "$IRUN/log/openssl.log" >&2; die "openssl req failed"; }
+  SAML_ENTITY_ID="$SAML_IDP/saml2/idp/metadata.php"
+  render "$ROOT/tests/saml-idp/config.php.in" "$IRUN/config/config.php" BASE_URL="$SAML_IDP" DIR="$IRUN" \
+    SECRET_SALT="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" SP_HOST="127.0.0.1:$SGS_PORT"
+  render "$ROOT/tests/saml-idp/saml20-idp-hosted.php.in" "$IRUN/metadata/saml20-idp-hosted.php" ENTITY_ID="$SAML_ENTITY_ID"
+  cp "$ROOT/tests/saml-idp/authsources.php" "$IRUN/config/"
+  cp "$HERE/saml/saml20-sp-remote.php" "$IRUN/metadata/"
+  # entity ID, ACS, SLO, signing certificate (the PEM's base64 body) of each SP
+  sps=("$SGS/.sidegate/saml/metadata" "$SGS/.sidegate/saml/acs" "$SGS/.sidegate/saml/slo" "")
+  wants h && sps+=("$MELLON/mellon/metadata" "$MELLON$MELLON_CALLBACK" "$MELLON/mellon/logout" \
+                   "$(grep -v -- '-----' "$MRUN/sp.cert" | tr -d '\n')")
+  "$PY" - "$IRUN/metadata/sps.json" "${sps[@]}" <<'PY'
+import json, sys
+a = sys.argv[2:]
+sps = [dict(entity_id=a[i], acs_url=a[i + 1], slo_url=a[i + 2], cert_data=a[i + 3] or None)
+       for i in range(0, len(a), 4)]
+json.dump(sps, open(sys.argv[1], "w"), indent=1)
+PY
+  # no PHP_CLI_SERVER_WORKERS: one process, the logins are sequential
+  (cd "$IRUN" && exec env -u PHP_CLI_SERVER_WORKERS SIMPLESAMLPHP_CONFIG_DIR="$IRUN/config" \
+     php -d display_errors=0 -d log_errors=1 -d error_reporting='E_ALL & ~E_DEPRECATED & ~E_STRICT' \
+       -S "127.0.0.1:$SAML_IDP_PORT" -t /usr/share/simplesamlphp/www) \
+    </dev/null >"$IRUN/log/php.log" 2>&1 {OP_IN}>&- &
+  SAML_IDP_PID=$!
+  started "$SAML_IDP_PID" php-saml-idp
+  wait_port "$SAML_IDP_PORT" 10 || { tail -20 "$IRUN/log/php.log" >&2; die "php -S (SAML IdP) did not come up"; }
+  SAML_IDP_METADATA="$IRUN/idp-metadata.xml"
+  code=$(curl -s -o "$SAML_IDP_METADATA" -w '%{http_code}' --max-time 10 "$SAML_ENTITY_ID") || code=000
+  if [[ $code != 200 ]] || ! grep -q EntityDescriptor "$SAML_IDP_METADATA"; then
+    tail -20 "$IRUN/log/php.log" "$IRUN/log/simplesamlphp.log" >&2
+    die "the SAML IdP did not serve its metadata (HTTP $code)"
+  fi
+  log "SAML IdP (SimpleSAMLphp): pid $SAML_IDP_PID on $SAML_IDP"
+fi
+
 # ---- sidegate ---------------------------------------------------------------------
-SGRUN="$OUT/sidegate"
-mkdir -p "$SGRUN"
-chmod 700 "$SGRUN"
-"$SIDEGATE" keys generate --out-dir "$SGRUN" >"$SGRUN/keys.log" 2>&1 {OP_IN}>&- \
-  || { cat "$SGRUN/keys.log" >&2; die "sidegate keys generate failed"; }
-[[ -s $SGRUN/cookie-secrets && -s $SGRUN/assertion-key.pem ]] \
-  || die "sidegate keys generate did not write cookie-secrets and assertion-key.pem"
-(umask 077; printf 'sidegate-secret' >"$SGRUN/client-secret")
-cat >"$SGRUN/sidegate.toml" <<EOF
+start_sidegate() {  # NAME PORT ADMIN_PORT oidc|saml [SESSION_TOML]: run dir $OUT/NAME; sets STARTED_PID
+  local name=$1 port=$2 admin=$3 login=$4 session=${5:-} dir="$OUT/$1" login_toml i ready=0
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  "$SIDEGATE" keys generate --out-dir "$dir" >"$dir/keys.log" 2>&1 {OP_IN}>&- \
+    || { cat "$dir/keys.log" >&2; die "$name: sidegate keys generate failed"; }
+  [[ -s $dir/cookie-secrets && -s $dir/assertion-key.pem ]] \
+    || die "$name: sidegate keys generate did not write cookie-secrets and assertion-key.pem"
+  case $login in
+    oidc)
+      (umask 077; printf 'sidegate-secret' >"$dir/client-secret")
+      login_toml="[oidc]
+issuer = \"$ISSUER\"
+client_id = \"sidegate\"
+client_secret_file = \"$dir/client-secret\"
+scopes = [\"openid\", \"email\", \"profile\", \"roles\"]" ;;
+    saml)
+      login_toml="[saml]
+idp_metadata_file = \"$SAML_IDP_METADATA\"" ;;
+  esac
+  cat >"$dir/sidegate.toml" <<EOF
 [server]
-listen = ["127.0.0.1:$SG_PORT"]
-admin_listen = "127.0.0.1:$SG_ADMIN_PORT"
-public_url = "$SG"
+listen = ["127.0.0.1:$port"]
+admin_listen = "127.0.0.1:$admin"
+public_url = "http://127.0.0.1:$port"
 trusted_proxies = ["127.0.0.1/32"]
 # The login scenario measures logins per second from one address: no per-client cap.
 login_rate_per_minute = 0
@@ -204,18 +331,14 @@ max_connections = 20000
 [upstream]
 url = "$UP"
 
-[oidc]
-issuer = "$ISSUER"
-client_id = "sidegate"
-client_secret_file = "$SGRUN/client-secret"
-scopes = ["openid", "email", "profile", "roles"]
+$login_toml
 
 [session]
-secrets_file = "$SGRUN/cookie-secrets"
+secrets_file = "$dir/cookie-secrets"
 cookie_secure = false
-
+$session
 [assertion]
-signing_keys_file = "$SGRUN/assertion-key.pem"
+signing_keys_file = "$dir/assertion-key.pem"
 
 [identity]
 roles = ["admin", "developer", "viewer"]
@@ -224,17 +347,71 @@ default_role = "viewer"
 [access]
 public_paths = ["/public/"]
 EOF
-"$SIDEGATE" run --config "$SGRUN/sidegate.toml" </dev/null {OP_IN}>&- >"$SGRUN/stdout.log" 2>"$SGRUN/stderr.log" &
-SG_PID=$!
-wait_port "$SG_PORT" 20 || { tail -20 "$SGRUN/stderr.log" >&2; die "sidegate did not listen on $SG_PORT"; }
-ready=0
-for ((i = 0; i < 60; i++)); do   # 30 s
-  [[ $(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "http://127.0.0.1:$SG_ADMIN_PORT/readyz") == 200 ]] && { ready=1; break; }
-  proc_alive "$SG_PID" || { tail -20 "$SGRUN/stderr.log" >&2; die "sidegate exited"; }
-  sleep 0.5
-done
-((ready)) || log "WARNING: sidegate's /readyz did not answer 200 in 30 s; going on, the probes will tell"
-log "sidegate: pid $SG_PID on $SG (admin 127.0.0.1:$SG_ADMIN_PORT)"
+  "$SIDEGATE" run --config "$dir/sidegate.toml" </dev/null {OP_IN}>&- >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  STARTED_PID=$!
+  started "$STARTED_PID" "$name"
+  wait_port "$port" 20 || { tail -20 "$dir/stderr.log" >&2; die "$name did not listen on $port"; }
+  for ((i = 0; i < 60; i++)); do   # 30 s
+    [[ $(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "http://127.0.0.1:$admin/readyz") == 200 ]] && { ready=1; break; }
+    proc_alive "$STARTED_PID" || { tail -20 "$dir/stderr.log" >&2; die "$name exited"; }
+    sleep 0.5
+  done
+  ((ready)) || log "WARNING: $name's /readyz did not answer 200 in 30 s; going on, the probes will tell"
+  log "$name: pid $STARTED_PID on http://127.0.0.1:$port (admin 127.0.0.1:$admin)"
+}
+start_sidegate sidegate "$SG_PORT" "$SG_ADMIN_PORT" oidc
+SG_PID=$STARTED_PID
+
+# ---- i: Redis, and a sidegate keeping its sessions there ---------------------------
+if wants i; then
+  RRUN="$OUT/redis"
+  mkdir -p "$RRUN"
+  /usr/bin/redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RRUN" \
+    </dev/null >"$RRUN/redis.log" 2>&1 {OP_IN}>&- &
+  REDIS_PID=$!
+  started "$REDIS_PID" redis-server
+  wait_port "$REDIS_PORT" 10 || { tail -20 "$RRUN/redis.log" >&2; die "redis-server did not come up"; }
+  log "redis-server: pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
+  start_sidegate sidegate-redis "$SGR_PORT" "$SGR_ADMIN_PORT" oidc "store = \"redis\"
+
+[session.redis]
+url = \"redis://127.0.0.1:$REDIS_PORT\"
+"
+  SGR_PID=$STARTED_PID
+fi
+
+# ---- f, g, h: Apache ---------------------------------------------------------------
+APACHE_THREADS=$((CONNS > 64 ? CONNS : 64))
+start_apache() {  # NAME PORT [NAME=VALUE...]: bench/apache/NAME.conf.in in $OUT/apache-NAME; sets STARTED_PID
+  local name=$1 port=$2 dir="$OUT/apache-$1"
+  shift 2
+  mkdir -p "$dir"
+  chmod 755 "$dir"
+  render "$HERE/apache/common.conf.in" "$dir/common.conf" RUN="$dir" PORT="$port" UPSTREAM_PORT="$UPSTREAM_PORT" \
+    THREADS="$APACHE_THREADS" MIN_SPARE=$((APACHE_THREADS / 2)) MAX_WORKERS=$((APACHE_THREADS * 4))
+  (umask 077; render "$HERE/apache/$name.conf.in" "$dir/httpd.conf" RUN="$dir" PORT="$port" "$@")
+  /usr/sbin/apache2 -d "$dir" -f "$dir/httpd.conf" -t >"$dir/configtest.log" 2>&1 {OP_IN}>&- \
+    || { cat "$dir/configtest.log" >&2; die "apache-$name: config test failed"; }
+  /usr/sbin/apache2 -d "$dir" -f "$dir/httpd.conf" -DFOREGROUND </dev/null >"$dir/stdout.log" 2>&1 {OP_IN}>&- &
+  STARTED_PID=$!
+  started "$STARTED_PID" "apache-$name"
+  wait_port "$port" 15 || { tail -20 "$dir/error.log" "$dir/stdout.log" >&2; die "apache-$name did not come up"; }
+  log "apache-$name: pid $STARTED_PID on http://127.0.0.1:$port"
+}
+if wants f; then
+  start_apache plain "$APACHE_PORT"
+  APACHE_PID=$STARTED_PID
+fi
+if wants g; then
+  # fresh per run: the sessions live in Apache's shared memory and die with it
+  start_apache openidc "$OPENIDC_PORT" ISSUER="$ISSUER" PASSPHRASE="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+  OPENIDC_PID=$STARTED_PID
+fi
+if wants h; then
+  cp "$SAML_IDP_METADATA" "$OUT/apache-mellon/idp-metadata.xml"
+  start_apache mellon "$MELLON_PORT"
+  MELLON_PID=$STARTED_PID
+fi
 
 # ---- measurement helpers ----------------------------------------------------------
 group_pids() { echo "$1"; pgrep -P "$1" || true; }   # nginx: master + workers
@@ -278,11 +455,14 @@ probe() {        # URL [curl args]: "status response_bytes"
 # unauthenticated request that does not accept text/html with 401, not 302.
 BROWSER_HDR=(-H "Accept: text/html,application/xhtml+xml,*/*;q=0.8" -H "User-Agent: sidegate-bench/1.0")
 
-printf 'round\tscenario\turl\texpect\tprobe_bytes\trequests\tduration_s\trps\tp50_us\tp90_us\tp99_us\tmax_us\terrors\tnon2xx3xx\tbytes_per_resp\tsut\trss_peak_kb\tcpu_us_per_req\n' >"$OUT/results.tsv"
+printf 'round\tscenario\turl\texpect\tprobe_bytes\trequests\tduration_s\trps\tp50_us\tp90_us\tp99_us\tmax_us\terrors\tnon2xx3xx\tbytes_per_resp\tsut\trss_peak_kb\tcpu_us_per_req\taux\taux_cpu_us_per_req\n' >"$OUT/results.tsv"
 
-run_scenario() {  # ROUND ID URL EXPECT_STATUS SUT_PID SUT_NAME [extra header args]
+# ROUND ID URL EXPECT_STATUS SUT_PID SUT_NAME [extra header args]
+# With AUX_PID and AUX_NAME set (as in `AUX_PID=... AUX_NAME=... run_scenario ...`),
+# the CPU time of that helper process (redis-server for i) is recorded apart.
+run_scenario() {
   local round=$1 id=$2 url=$3 expect=$4 sut=$5 sutname=$6; shift 6
-  local hdr=("${BROWSER_HDR[@]}" "$@") tag="r${round}-${id}"
+  local hdr=("${BROWSER_HDR[@]}" "$@") tag="r${round}-${id}" aux=${AUX_PID:-} auxname=${AUX_NAME:-}
   local pr pstatus pbytes
   proc_alive "$sut" || die "$tag: $sutname (pid $sut) is not running"
   drain "$sut"
@@ -295,23 +475,28 @@ run_scenario() {  # ROUND ID URL EXPECT_STATUS SUT_PID SUT_NAME [extra header ar
       || die "$tag: warm-up wrk failed: $(tail -3 "$OUT/$tag.warmup.txt")"
     drain "$sut"
   fi
-  local c0 c1
+  local c0 c1 a0=0 a1=0
   start_sampler "$sut" "$OUT/$tag.rss.txt"
   c0=$(group_ticks "$sut")
+  [[ -n $aux ]] && a0=$(group_ticks "$aux")
   timeout -k 5 $((DURATION + 20)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 10s --latency \
       -s "$HERE/wrk-stats.lua" "${hdr[@]}" "$url" >"$OUT/$tag.wrk.txt" 2>&1 {OP_IN}>&- \
     || { stop_sampler; die "$tag: wrk failed or timed out: $(tail -3 "$OUT/$tag.wrk.txt")"; }
   c1=$(group_ticks "$sut")
+  [[ -n $aux ]] && a1=$(group_ticks "$aux")
   stop_sampler
   local stats
   stats=$(grep '^STATS ' "$OUT/$tag.wrk.txt") || die "$tag: no STATS line in the wrk output"
   # the same request still answers the same way afterwards (session alive)
   pr=$(probe "$url" "${hdr[@]}")
   [[ ${pr% *} == "$expect" ]] || die "$tag: after the load $url answered ${pr% *}, expected $expect"
+  # A first answer may carry a one-off header (mod_auth_openidc refreshes its cookie):
+  # the responses must match the probe before or the one after the load.
+  pbytes="$pbytes,${pr#* }"
   "$PY" - "$OUT/results.tsv" "$round" "$id" "$url" "$expect" "$pbytes" "$stats" "$OUT/$tag.rss.txt" \
-      "$c0" "$c1" "$CLK_TCK" "$sutname" <<'PY'
+      "$c0" "$c1" "$CLK_TCK" "$sutname" "$auxname" "$a0" "$a1" <<'PY'
 import sys
-out, rnd, sid, url, expect, pbytes, stats, rssf, c0, c1, tck, sutname = sys.argv[1:]
+out, rnd, sid, url, expect, pbytes, stats, rssf, c0, c1, tck, sutname, auxname, a0, a1 = sys.argv[1:]
 kv = dict(x.split("=", 1) for x in stats.split()[1:])
 req = int(kv["requests"])
 if req == 0:
@@ -319,35 +504,52 @@ if req == 0:
 non2xx3xx = int(kv["err_status"])
 errors = sum(int(kv[k]) for k in ("err_connect", "err_read", "err_write", "err_timeout"))
 bpr = int(kv["bytes"]) / req
-# a 302 must not pass for a 200 (or the reverse): sizes must match the probe
-if abs(bpr - int(pbytes)) > 0.05 * int(pbytes):
-    sys.exit(f"r{rnd}-{sid}: wrk read {bpr:.1f} bytes/response, the probe {pbytes}: the responses differ")
+# a 302 must not pass for a 200 (or the reverse): sizes must match a probe
+probes = [int(p) for p in pbytes.split(",")]
+if all(abs(bpr - p) > 0.05 * p for p in probes):
+    sys.exit(f"r{rnd}-{sid}: wrk read {bpr:.1f} bytes/response, the probes {pbytes}: the responses differ")
+pbytes = str(probes[0])
 rss = max((int(l) for l in open(rssf) if l.strip().isdigit()), default=0)
 cpu_us = 1e6 * (int(c1) - int(c0)) / int(tck) / req
+aux_us = f"{1e6 * (int(a1) - int(a0)) / int(tck) / req:.1f}" if auxname else ""
 row = [rnd, sid, url, expect, pbytes, req, kv["duration_s"], kv["rps"], kv["p50_us"], kv["p90_us"],
-       kv["p99_us"], kv["max_us"], errors, non2xx3xx, f"{bpr:.1f}", sutname, rss, f"{cpu_us:.1f}"]
+       kv["p99_us"], kv["max_us"], errors, non2xx3xx, f"{bpr:.1f}", sutname, rss, f"{cpu_us:.1f}", auxname, aux_us]
 open(out, "a").write("\t".join(map(str, row)) + "\n")
 if errors or non2xx3xx:
     print(f"WARNING r{rnd}-{sid}: {errors} socket errors, {non2xx3xx} non-2xx/3xx: {stats}", file=sys.stderr)
 print(f"  -> {float(kv['rps']):9.0f} req/s  p50 {int(kv['p50_us'])/1000:.2f} ms  p99 {int(kv['p99_us'])/1000:.2f} ms  "
-      f"{sutname} RSS peak {rss/1024:.1f} MiB  {cpu_us:.1f} us CPU/req  errors {errors}  non-2xx/3xx {non2xx3xx}",
+      f"{sutname} RSS peak {rss/1024:.1f} MiB  {cpu_us:.1f} us CPU/req"
+      + (f" (+ {auxname} {aux_us})" if auxname else "") + f"  errors {errors}  non-2xx/3xx {non2xx3xx}",
       file=sys.stderr)
 PY
   sleep "$PAUSE"
 }
 
+version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo none; }   # PACKAGE
 {
   echo "# sidegate bench $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "wrk -t$THREADS -c$CONNS -d${DURATION}s --latency (warm-up ${WARMUP}s), RUNS=$RUNS, SCENARIOS=$SCENARIOS"
   echo "nproc=$(nproc) kernel=$(uname -r) loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "sidegate: $("$SIDEGATE" --version 2>/dev/null | head -1 || echo unknown) git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
-  echo "nginx-light $(dpkg-query -W -f='${Version}' nginx-light 2>/dev/null) ($NGINX_WORKERS worker), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null)"
+  echo "nginx-light $(version nginx-light) ($NGINX_WORKERS worker), wrk $(version wrk)"
   echo "oidc-provider $(node -p "require('$ROOT/tests/idp/node_modules/oidc-provider/package.json').version"), node $(node --version)"
+  if wants f || wants g || wants h; then
+    echo "apache2 $(version apache2) (MPM event, 2 children x $APACHE_THREADS threads)," \
+         "mod_auth_openidc $(version libapache2-mod-auth-openidc), mod_auth_mellon $(version libapache2-mod-auth-mellon)"
+  fi
+  ((NEED_SAML_IDP)) && echo "simplesamlphp $(version simplesamlphp), php $(version php8.2-cli)"
+  wants i && echo "redis-server $(version redis-server)"
 } >"$OUT/env.txt"
 
+login() {        # NAME URL [login.py args]: prints the session Cookie header
+  timeout -k 5 90 "$PY" "$HERE/login.py" "${@:3}" "$2" {OP_IN}>&- || die "$1: login.py failed (see the messages above)"
+}
 for ((r = 1; r <= RUNS; r++)); do
   log "=== round $r/$RUNS"
-  COOKIE=$(timeout -k 5 90 "$PY" "$HERE/login.py" "$SG/" {OP_IN}>&-) || die "login.py failed (see the messages above)"
+  COOKIE=$(login sidegate "$SG/")
+  wants i && REDIS_COOKIE=$(login sidegate-redis "$SGR/")
+  wants g && OPENIDC_COOKIE=$(login apache-openidc "$OPENIDC/" --callback "$OPENIDC_CALLBACK")
+  wants h && MELLON_COOKIE=$(login apache-mellon "$MELLON/" --callback "$MELLON_CALLBACK")
   for s in $SCENARIOS; do
     case $s in
       a) run_scenario "$r" a-upstream "$UP/" 200 "$NGINX_PID" nginx ;;
@@ -355,26 +557,50 @@ for ((r = 1; r <= RUNS; r++)); do
       c) run_scenario "$r" c-session "$SG/" 200 "$SG_PID" sidegate -H "Cookie: $COOKIE" ;;
       d) run_scenario "$r" d-redirect "$SG/" 302 "$SG_PID" sidegate ;;
       e) run_scenario "$r" e-auth "$SG/.sidegate/auth" 200 "$SG_PID" sidegate -H "Cookie: $COOKIE" -H "X-Original-URI: /reports?q=1" -H "X-Original-Method: GET" ;;
+      f) run_scenario "$r" f-apache "$APACHE/" 200 "$APACHE_PID" apache-plain ;;
+      g) run_scenario "$r" g-openidc "$OPENIDC/" 200 "$OPENIDC_PID" apache-openidc -H "Cookie: $OPENIDC_COOKIE" ;;
+      h) run_scenario "$r" h-mellon "$MELLON/" 200 "$MELLON_PID" apache-mellon -H "Cookie: $MELLON_COOKIE" ;;
+      i) AUX_PID=$REDIS_PID AUX_NAME=redis-server \
+           run_scenario "$r" i-redis "$SGR/" 200 "$SGR_PID" sidegate-redis -H "Cookie: $REDIS_COOKIE" ;;
     esac
   done
 done
 
 # full browser logins, sequential, bounded: wall time of the whole flow
-if ((LOGINS > 0)); then
-  timeout -k 5 120 "$PY" - "$HERE" "$LOGINS" "$SG/" >"$OUT/logins.txt" {OP_IN}>&- <<'PY' || die "login timing failed"
+time_logins() {  # NAME URL [login.py args]: LOGINS flows, one line to logins.txt
+  log "timing $LOGINS logins: $1"
+  timeout -k 5 $((30 + 5 * LOGINS)) "$PY" - "$HERE" "$LOGINS" "$@" >>"$OUT/logins.txt" {OP_IN}>&- <<'PY' \
+    || die "login timing failed: $1"
 import statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 from login import Flow, parse_args
-n, url = int(sys.argv[2]), sys.argv[3]
+n, name, url, extra = int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 ms = []
 for _ in range(n):
-    t = time.perf_counter(); Flow(parse_args([url])).run(); ms.append(1000 * (time.perf_counter() - t))
-print(f"login flow (alice, incl. the cookie-only check): n={n} median {statistics.median(ms):.1f} ms, "
-      f"min {min(ms):.1f}, max {max(ms):.1f}")
+    t = time.perf_counter(); Flow(parse_args([url, *extra])).run(); ms.append(1000 * (time.perf_counter() - t))
+print(f"login flow {name:<24} n={n} median {statistics.median(ms):6.1f} ms, min {min(ms):6.1f}, max {max(ms):6.1f}")
 PY
+}
+if ((LOGINS > 0)); then
+  : >"$OUT/logins.txt"
+  time_logins "sidegate OIDC" "$SG/"
+  # SAML through sidegate: a SAML-only sidegate, started for this (not under load before)
+  start_sidegate sidegate-saml "$SGS_PORT" "$SGS_ADMIN_PORT" saml
+  time_logins "sidegate SAML" "$SGS/" --callback /.sidegate/saml/acs
+  wants g && time_logins "apache mod_auth_openidc" "$OPENIDC/" --callback "$OPENIDC_CALLBACK"
+  wants h && time_logins "apache mod_auth_mellon" "$MELLON/" --callback "$MELLON_CALLBACK"
+  echo "(alice, fresh client each: every redirect and form of the flow, incl. the cookie-only check)" >>"$OUT/logins.txt"
   cat "$OUT/logins.txt" >&2
 fi
-echo "sidegate RSS idle after the load: $(group_rss "$SG_PID") kB" >>"$OUT/env.txt"
+{
+  echo "RSS idle after the load (kB, process + children):"
+  echo "  sidegate $(group_rss "$SG_PID")"
+  wants i && echo "  sidegate-redis $(group_rss "$SGR_PID"), redis-server $(group_rss "$REDIS_PID")"
+  wants f && echo "  apache-plain $(group_rss "$APACHE_PID")"
+  wants g && echo "  apache-openidc $(group_rss "$OPENIDC_PID")"
+  wants h && echo "  apache-mellon $(group_rss "$MELLON_PID")"
+  echo "  nginx $(group_rss "$NGINX_PID")"
+} >>"$OUT/env.txt"
 
 "$PY" - "$OUT/results.tsv" "$OUT/env.txt" "$OUT/logins.txt" >"$OUT/results.md" <<'PY'
 import csv, os, statistics, sys
@@ -391,26 +617,32 @@ def med(sid, key):
 def ratio(sid, base_prefix):
     base = next((s for s in order if s.startswith(base_prefix)), None)
     return f"{med(sid, 'rps') / med(base, 'rps'):.3f}" if base else "n/a"
-print("Medians over the rounds. RSS/CPU are the server under test's (nginx for a, sidegate otherwise);")
+def aux(sid):
+    rs = [r for r in rows if r["scenario"] == sid and r["aux"]]
+    return f"{rs[0]['aux']} {statistics.median(float(r['aux_cpu_us_per_req']) for r in rs):.1f}" if rs else ""
+print("Medians over the rounds. RSS/CPU are the server under test's: nginx (master + workers) for a, Apache")
+print("(parent + children) for f-h, sidegate otherwise; RSS summed over the processes (shared pages counted")
+print("in each). 'other CPU' = a helper's CPU per request, apart (i: redis-server).")
 print("errors = socket errors (connect/read/write/timeout); non-2xx/3xx = responses with status >= 400.")
 print()
-print("| scenario | status | req/s | vs a | vs b | p50 ms | p99 ms | errors | non-2xx/3xx | server | RSS peak MiB | CPU µs/req |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+print("| scenario | status | req/s | vs a | vs b | p50 ms | p99 ms | errors | non-2xx/3xx | server | RSS peak MiB | CPU µs/req | other CPU µs/req |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
 for sid in order:
     rs = [r for r in rows if r["scenario"] == sid]
     print(f"| {sid} | {rs[0]['expect']} | {med(sid, 'rps'):.0f} | {ratio(sid, 'a-')} | {ratio(sid, 'b-')} | "
           f"{med(sid, 'p50_us') / 1000:.2f} | {med(sid, 'p99_us') / 1000:.2f} | "
           f"{sum(int(r['errors']) for r in rs)} | {sum(int(r['non2xx3xx']) for r in rs)} | {rs[0]['sut']} | "
-          f"{max(int(r['rss_peak_kb']) for r in rs) / 1024:.1f} | {med(sid, 'cpu_us_per_req'):.1f} |")
+          f"{max(int(r['rss_peak_kb']) for r in rs) / 1024:.1f} | {med(sid, 'cpu_us_per_req'):.1f} | {aux(sid)} |")
 print()
 print("Per round:")
 print()
-print("| round | scenario | req/s | p50 ms | p99 ms | errors | non-2xx/3xx | RSS peak MiB | CPU µs/req |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | scenario | req/s | p50 ms | p99 ms | errors | non-2xx/3xx | RSS peak MiB | CPU µs/req | other CPU µs/req |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for r in rows:
     print(f"| {r['round']} | {r['scenario']} | {float(r['rps']):.0f} | {int(r['p50_us']) / 1000:.2f} | "
           f"{int(r['p99_us']) / 1000:.2f} | {r['errors']} | {r['non2xx3xx']} | "
-          f"{int(r['rss_peak_kb']) / 1024:.1f} | {r['cpu_us_per_req']} |")
+          f"{int(r['rss_peak_kb']) / 1024:.1f} | {r['cpu_us_per_req']} | "
+          f"{(r['aux'] + ' ' + r['aux_cpu_us_per_req']) if r['aux'] else ''} |")
 PY
 cat "$OUT/results.md"
-log "results: $OUT/results.md (raw: $OUT/*.wrk.txt, logs: $OUT/sidegate/, $OUT/op.stderr)"
+log "results: $OUT/results.md (raw: $OUT/*.wrk.txt, service logs: $OUT/*/, $OUT/op.stderr)"

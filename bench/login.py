@@ -14,8 +14,16 @@ then print the cookies sidegate set, as one Cookie header value, and check
 that a fresh client sending only that header gets 200. Every request and the
 whole flow are bounded in count and time. Needs `requests`.
 
+The same flow logs in through the other proxies bench/bench.sh measures, given
+the path the IdP sends the browser back to (--callback): Apache +
+mod_auth_openidc (/redirect_uri), and SAML SPs against the bench's
+SimpleSAMLphp IdP, whose login form (username, password) answers with a form
+that POSTs the SAMLResponse to the SP: sidegate (/.sidegate/saml/acs),
+Apache + mod_auth_mellon (/mellon/postResponse).
+
   bench/login.py http://127.0.0.1:4180/
   bench/login.py --user bob http://127.0.0.1:4180/some/page
+  bench/login.py --callback /mellon/postResponse http://127.0.0.1:8083/
   curl -H "Cookie: $(bench/login.py http://127.0.0.1:4180/)" http://127.0.0.1:4180/
 """
 from __future__ import annotations
@@ -31,7 +39,7 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("login.py: the Python package 'requests' is missing (pip install requests)")
 
-CALLBACK_PATH = "/.sidegate/oidc/callback"
+CALLBACK_PATH = "/.sidegate/oidc/callback"   # default of --callback
 MAX_HOPS = 30   # redirects + form posts, whole flow
 MAX_FORMS = 4   # login, consent, spare
 # sidegate answers an unauthenticated non-browser request with 401, not 302
@@ -110,10 +118,10 @@ class Flow:
             raise LoginError(f"{step}: {method} {url} failed: {e}") from None
         self.log(f"{method} {url} -> {r.status_code}")
         if origin(url) == self.proxy_origin:
-            if urlsplit(url).path == CALLBACK_PATH:
+            if urlsplit(url).path == self.a.callback:
                 self.callback_seen = True
                 if r.status_code >= 400:
-                    raise LoginError(f"sidegate's callback answered HTTP {r.status_code}: {snippet(r)}")
+                    raise LoginError(f"the proxy's {self.a.callback} answered HTTP {r.status_code}: {snippet(r)}")
             for c in r.cookies:
                 if c.name not in self.proxy_cookie_names:
                     self.proxy_cookie_names.append(c.name)
@@ -121,16 +129,16 @@ class Flow:
 
     def run(self) -> str:
         url = self.a.url
-        r = self.request("GET", url, "step 1 (unauthenticated request to sidegate)")
+        r = self.request("GET", url, "step 1 (unauthenticated request to the proxy)")
         if r.status_code == 200:
             raise LoginError(f"step 1: {url} answered 200 without a login: is it a public path?")
         if not r.is_redirect:
-            raise LoginError(f"step 1: expected a 302 to the OP from {url}, got HTTP {r.status_code}: {snippet(r)}")
+            raise LoginError(f"step 1: expected a redirect (to the IdP) from {url}, got HTTP {r.status_code}: {snippet(r)}")
 
         while True:
             if r.is_redirect:
                 nxt = urljoin(r.url, r.headers["Location"])
-                step = "redirect to sidegate" if origin(nxt) == self.proxy_origin else "redirect to the OP"
+                step = "redirect to the proxy" if origin(nxt) == self.proxy_origin else "redirect to the IdP"
                 r = self.request("GET", nxt, step)
                 continue
             here = origin(r.url)
@@ -141,15 +149,15 @@ class Flow:
                 r = self.submit_form(r)
                 continue
             if r.status_code == 401 and self.login_posted and here != self.proxy_origin:
-                raise LoginError(f"the OP rejected the login of '{self.a.user}' (HTTP 401): {snippet(r)}")
-            where = "sidegate" if here == self.proxy_origin else "the OP"
+                raise LoginError(f"the IdP rejected the login of '{self.a.user}' (HTTP 401): {snippet(r)}")
+            where = "the proxy" if here == self.proxy_origin else "the IdP"
             raise LoginError(f"unexpected HTTP {r.status_code} from {where} at {r.url}: {snippet(r)}")
 
         if not self.callback_seen:
-            raise LoginError(f"the flow never went through sidegate's {CALLBACK_PATH}")
+            raise LoginError(f"the flow never went through the proxy's {self.a.callback}")
         cookies = self.collect_cookies()
         if not cookies:
-            raise LoginError("login finished but sidegate left no cookie set")
+            raise LoginError("login finished but the proxy left no cookie set")
         header = "; ".join(f"{k}={v}" for k, v in cookies)
         if self.a.verify:
             self.verify(header)
@@ -174,16 +182,21 @@ class Flow:
         form = p.forms[0]
         fields = dict(form["fields"])
         action = urljoin(r.url, form["action"] or r.url)
-        is_login = fields.get("prompt") == "login"
+        # the test OP's form (prompt=login; login, password) or SimpleSAMLphp's (username, password)
+        user_field = "login" if fields.get("prompt") == "login" else (
+            "username" if {"username", "password"} <= form["names"] else None)
+        is_login = user_field is not None
         if is_login:
             if self.login_posted:
-                raise LoginError(f"the login form came back: the OP did not accept user '{self.a.user}'")
+                raise LoginError(f"the login form came back: the IdP did not accept user '{self.a.user}'")
             self.login_posted = True
-            fields["login"] = self.a.user
+            fields[user_field] = self.a.user
             fields["password"] = self.a.password
             step = f"login form (user {self.a.user})"
         elif fields.get("prompt") == "consent":
             step = "consent form"
+        elif "SAMLResponse" in fields:
+            step = "SAML POST binding form (SAMLResponse to the SP)"
         else:
             step = f"form ({', '.join(sorted(form['names'])) or 'no fields'})"
         self.log(f"submitting {step} -> {form['method'].upper()} {action}")
@@ -221,7 +234,10 @@ class Flow:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("url", help="protected URL on sidegate, e.g. http://127.0.0.1:4180/")
+    ap.add_argument("url", help="protected URL on sidegate (or another proxy), e.g. http://127.0.0.1:4180/")
+    ap.add_argument("--callback", default=CALLBACK_PATH, metavar="PATH",
+                    help="path on the proxy the flow must pass through: its OIDC redirect URI "
+                         f"or SAML ACS (default {CALLBACK_PATH})")
     ap.add_argument("--user", default="alice", help="login (default alice)")
     ap.add_argument("--password", default=None, help="password (default <user>-pw)")
     ap.add_argument("--no-verify", dest="verify", action="store_false",

@@ -47,7 +47,7 @@ def bars(svg, x0, y0, w, title, items, unit):
         svg.append(f'<rect x="{bx}" y="{y}" width="{bw:.1f}" height="16" fill="{color(label)}"/>')
         lx, hx = bx + w * lo / top, bx + w * hi / top
         svg.append(f'<line x1="{lx:.1f}" x2="{hx:.1f}" y1="{y + 8}" y2="{y + 8}" stroke="#000"/>')
-        svg.append(f'<text x="{bx + max(bw, hx - bx) + 6:.1f}" y="{y + 13}" font-size="12">{med:,.0f} {unit}</text>')
+        svg.append(f'<text x="{bx + max(bw, hx - bx) + 6:.1f}" y="{y + 13}" font-size="12">{med:,.{1 if unit == "ms" else 0}f} {unit}</text>')
         y += 22
     return y + 20
 
@@ -60,7 +60,7 @@ def main(src, dst):
     for (sc, conns), rs in sorted(by.items()):
         if conns != base:
             continue
-        label = NAMES.get(sc, sc)
+        label = NAMES.get(sc.split("-")[0], sc)
         v = [float(r["rps"]) for r in rs]
         rps.append((label, statistics.median(v), min(v), max(v)))
         l = [float(r["p99_us"]) / 1000 for r in rs]
@@ -74,7 +74,7 @@ def main(src, dst):
         for sc in sorted({s for s, _ in by}):
             pts = [(c, statistics.median(float(r["p99_us"]) / 1000 for r in by[(sc, c)])) for c in levels if (sc, c) in by]
             line = ", ".join(f"{c}: {v:.1f}" for c, v in pts)
-            svg.append(f'<text x="20" y="{y}" font-size="12">{escape(NAMES.get(sc, sc))} — {escape(line)}</text>')
+            svg.append(f'<text x="20" y="{y}" font-size="12">{escape(NAMES.get(sc.split("-")[0], sc))} — {escape(line)}</text>')
             y += 16
     out = (f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{y + 20}" '
            f'font-family="sans-serif"><rect width="100%" height="100%" fill="#fff"/>' + "".join(svg) + "</svg>\n")
