@@ -121,8 +121,9 @@ async fn keep(
     }
 }
 
-/// Another replica holds the lock: wait until the stored session carries a new refresh
-/// token (use it), disappears (the refresh was refused), or the lock goes without a change.
+/// Another replica holds the lock: wait until the stored session has been refreshed (a new
+/// refresh time; the token may be the same with a non-rotating IdP), disappears (the
+/// refresh was refused), or the lock goes without a change.
 async fn wait_for_other(
     cx: &Context,
     session: &Session,
@@ -130,6 +131,8 @@ async fn wait_for_other(
     lock: &str,
 ) -> Result<Session, RefreshError> {
     let unavailable = |why: String| Err(RefreshError::Unavailable(why));
+    let due = |s: &Session| s.idp_session.as_ref().map(|i| i.refresh_due);
+    let before = (due(session), refresh_token);
     let rounds = (LOCK.as_millis() / POLL.as_millis()) as usize;
     for _ in 0..rounds {
         tokio::time::sleep(POLL).await;
@@ -139,7 +142,9 @@ async fn wait_for_other(
                     "the session ended during a refresh on another replica".into(),
                 ))
             }
-            Ok(Some(s)) if s.refresh_due(i64::MAX) != Some(refresh_token) => return Ok(s),
+            Ok(Some(s)) if (due(&s), s.refresh_due(i64::MAX).unwrap_or("")) != before => {
+                return Ok(s)
+            }
             Ok(Some(_)) => match cx.sessions.store().get(lock).await {
                 Ok(Some(_)) => continue,
                 Ok(None) => {

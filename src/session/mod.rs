@@ -180,7 +180,6 @@ pub enum Checked {
 pub struct Sessions {
     cfg: SessionConfig,
     store: Arc<Shared>,
-    server_side: bool,
     /// IdP logouts (back- and front-channel): key → when. Stateless cookies cannot be
     /// deleted, so a cookie issued before its IdP session ended is refused instead; entries
     /// live as long as a session can.
@@ -209,7 +208,6 @@ impl Sessions {
     /// shared store (server-side sessions live there when `session.store` says so).
     pub fn new(cfg: SessionConfig, store: Arc<Shared>) -> Self {
         Sessions {
-            server_side: !matches!(cfg.store, SessionStore::Cookie),
             store,
             revoked: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
@@ -225,7 +223,7 @@ impl Sessions {
     /// the store (on every replica at once with Redis); cookie sessions are refused here.
     /// Returns how many stored sessions were deleted.
     pub async fn revoke(&self, issuer: &str, by: Revoke<'_>, at: i64) -> Result<usize, StoreError> {
-        if !self.server_side {
+        if !self.server_side() {
             self.revoked.insert(revoke_key(issuer, by), at);
             self.any_revoked
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -236,8 +234,8 @@ impl Sessions {
             Revoke::Sub(s) => index_key("sub", issuer, s),
         };
         let mut n = 0;
-        for member in self.store.index_take(&index).await? {
-            n += usize::from(self.store.delete(&format!("s:{member}")).await?);
+        for record in self.store.index_take(&index).await? {
+            n += usize::from(self.store.delete(&record).await?);
         }
         Ok(n)
     }
@@ -256,7 +254,7 @@ impl Sessions {
 
     /// Whether sessions live in a store (the cookie holds only a handle).
     pub fn server_side(&self) -> bool {
-        self.server_side
+        !matches!(self.cfg.store, SessionStore::Cookie)
     }
 
     fn is_revoked(&self, s: &Session) -> bool {
@@ -287,7 +285,7 @@ impl Sessions {
             Ok(None) => return Checked::Absent,
             Err(e) => return Checked::Invalid(e),
         };
-        let (plain, handle) = if self.server_side {
+        let (plain, handle) = if self.server_side() {
             let Some(h) = Handle::parse(&value) else {
                 return Checked::Invalid(Invalid::Open(OpenError::Malformed));
             };
@@ -387,16 +385,14 @@ impl Sessions {
             idp_session,
             handle: None,
         };
-        if !self.server_side {
+        if !self.server_side() {
             let cookies = self.cookies_for(&session, true);
             return Ok((session, cookies));
         }
         let h = Handle::random();
         session.handle = Some(h.clone());
         self.save(&session, now).await?;
-        let member = Handle::from_record_key(&h.record_key())
-            .unwrap_or_default()
-            .to_string();
+        let member = h.record_key();
         let iss = &session.identity.issuer;
         let life = self.cfg.absolute_lifetime;
         self.store
@@ -487,7 +483,7 @@ impl Sessions {
     /// Deletes the server-side session the request carries (logout). Nothing to do for
     /// cookie sessions: clearing the cookie ends them.
     pub async fn end(&self, headers: &HeaderMap) {
-        if !self.server_side {
+        if !self.server_side() {
             return;
         }
         let Ok(Some(v)) = self.read_value(headers) else {

@@ -62,11 +62,6 @@ impl Handle {
         format!("s:{}", URL_SAFE_NO_PAD.encode(Sha256::digest(self.id)))
     }
 
-    /// The store key's member form in revocation indexes.
-    pub fn from_record_key(k: &str) -> Option<&str> {
-        k.strip_prefix("s:")
-    }
-
     /// Seals `plain` for the store.
     pub fn seal(&self, plain: &[u8]) -> Vec<u8> {
         let nonce = random_bytes::<24>();
