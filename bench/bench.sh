@@ -55,6 +55,8 @@ LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
 for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS LOGINS; do
   isint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
@@ -72,26 +74,6 @@ NEED_SAML_IDP=0
 { wants h || ((LOGINS > 0)); } && NEED_SAML_IDP=1
 
 # ---- tools ----------------------------------------------------------------------
-apt_ensure() {   # install missing Debian packages without starting their services
-  local missing=() p made_policy=0
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  ((${#missing[@]})) || return 0
-  [[ $(id -u) -eq 0 ]] || die "missing Debian packages: ${missing[*]} (install them or run as root)"
-  log "installing Debian packages: ${missing[*]}"
-  mkdir -p "$ROOT/.run/bench"
-  local alog="$ROOT/.run/bench/apt.log"
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
-  fi
-  local ok=0
-  if DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >"$alog" 2>&1 \
-     || { DEBIAN_FRONTEND=noninteractive apt-get update >>"$alog" 2>&1 \
-          && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >>"$alog" 2>&1; }; then
-    ok=1
-  fi
-  ((made_policy)) && rm -f /usr/sbin/policy-rc.d
-  ((ok)) || die "apt-get install ${missing[*]} failed, see $alog"
-}
 apt_ensure wrk nginx-light curl ca-certificates
 { wants f || wants g || wants h; } && apt_ensure apache2
 wants g && apt_ensure libapache2-mod-auth-openidc
@@ -144,19 +126,6 @@ MELLON="http://127.0.0.1:$MELLON_PORT"      # Apache + mod_auth_mellon (h)
 OPENIDC_CALLBACK=/redirect_uri
 MELLON_CALLBACK=/mellon/postResponse
 
-wait_port() {    # PORT SECONDS: until something listens on 127.0.0.1:PORT
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-proc_alive() {
-  local st
-  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $st && $st != Z && $st != X ]]
-}
 render() {       # TEMPLATE OUT NAME=VALUE...: copy TEMPLATE to OUT with each @NAME@ replaced
   local in=$1 out=$2 kv v args=()
   shift 2
@@ -415,14 +384,6 @@ fi
 
 # ---- measurement helpers ----------------------------------------------------------
 group_pids() { echo "$1"; pgrep -P "$1" || true; }   # nginx: master + workers
-group_ticks() {  # utime+stime of a process and its children, clock ticks
-  local t=0 p v
-  for p in $(group_pids "$1"); do
-    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || continue
-    t=$((t + ${v:-0}))
-  done
-  echo "$t"
-}
 group_rss() {    # VmRSS in kB, summed over the group
   local p r t=0
   for p in $(group_pids "$1"); do
@@ -444,11 +405,6 @@ drain() {        # wait (<= 20 s) until PID is idle so queued work does not leak
     (( t1 - t0 <= CLK_TCK / 20 )) && return 0     # <= 10% of one core
   done
   log "WARNING: pid $1 still busy after 20 s"
-}
-probe() {        # URL [curl args]: "status response_bytes"
-  local url=$1; shift
-  curl -s -o /dev/null --max-time 5 "$@" -w '%{http_code} %{size_header} %{size_download}' "$url" \
-    | awk '{print $1, $2 + $3}'
 }
 
 # Every request looks like a browser navigation: sidegate answers an

@@ -52,6 +52,8 @@ RSS_GROWTH_MAX_PCT=10
 
 log() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
 for v in CONNS DURATION THREADS LOGINS_MAX SETTLE; do
   isint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
@@ -78,26 +80,6 @@ fi
 NOFILE=$(ulimit -n)
 
 # ---- tools (as bench/bench.sh) ------------------------------------------------------
-apt_ensure() {   # install missing Debian packages without starting their services
-  local missing=() p made_policy=0
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  ((${#missing[@]})) || return 0
-  [[ $(id -u) -eq 0 ]] || die "missing Debian packages: ${missing[*]} (install them or run as root)"
-  log "installing Debian packages: ${missing[*]}"
-  mkdir -p "$ROOT/.run/soak"
-  local alog="$ROOT/.run/soak/apt.log"
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
-  fi
-  local ok=0
-  if DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >"$alog" 2>&1 \
-     || { DEBIAN_FRONTEND=noninteractive apt-get update >>"$alog" 2>&1 \
-          && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >>"$alog" 2>&1; }; then
-    ok=1
-  fi
-  ((made_policy)) && rm -f /usr/sbin/policy-rc.d
-  ((ok)) || die "apt-get install ${missing[*]} failed, see $alog"
-}
 apt_ensure wrk nginx-light curl ca-certificates iproute2
 command -v node >/dev/null || die "node not found (Node.js >= 20 runs the test OP)"
 command -v python3 >/dev/null || die "python3 not found"
@@ -136,19 +118,6 @@ SG="http://127.0.0.1:$SG_PORT"
 UP="http://127.0.0.1:$UPSTREAM_PORT"
 METRICS="http://127.0.0.1:$SG_ADMIN_PORT/metrics"
 
-wait_port() {    # PORT SECONDS: until something listens on 127.0.0.1:PORT
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-proc_alive() {
-  local st
-  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $st && $st != Z && $st != X ]]
-}
 
 # ---- stopping what we start (by pid) ----------------------------------------------
 NGINX_PID='' OP_PID='' SG_PID='' SAMPLER_PID='' OP_IN='' WRK_PID='' LOGINS_PID=''
@@ -278,14 +247,6 @@ log "sidegate: pid $SG_PID on $SG (admin 127.0.0.1:$SG_ADMIN_PORT), open-files l
 
 # ---- measurement helpers ----------------------------------------------------------
 group_pids() { echo "$1"; pgrep -P "$1" || true; }
-group_ticks() {  # utime+stime of a process and its children, clock ticks
-  local t=0 p v
-  for p in $(group_pids "$1"); do
-    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || continue
-    t=$((t + ${v:-0}))
-  done
-  echo "$t"
-}
 drain() {        # wait (<= 20 s) until PID is idle
   local t0 t1 i
   for ((i = 0; i < 40; i++)); do
@@ -293,11 +254,6 @@ drain() {        # wait (<= 20 s) until PID is idle
     (( t1 - t0 <= CLK_TCK / 20 )) && return 0     # <= 10% of one core
   done
   log "WARNING: pid $1 still busy after 20 s"
-}
-probe() {        # URL [curl args]: "status response_bytes"
-  local url=$1; shift
-  curl -s -o /dev/null --max-time 5 "$@" -w '%{http_code} %{size_header} %{size_download}' "$url" \
-    | awk '{print $1, $2 + $3}'
 }
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo NA; }
 fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }

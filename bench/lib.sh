@@ -1,0 +1,37 @@
+# Sourced by bench/bench.sh and bench/soak.sh: what both need, once. The caller sets ROOT
+# and defines `log` and `die` first. Debian packages come through the project's own
+# `apt_ensure` (scripts/lib/deps.sh: idempotent, no service started, one log).
+# shellcheck shell=bash
+
+# shellcheck source=../scripts/lib/deps.sh
+source "$ROOT/scripts/lib/deps.sh"
+
+wait_port() {    # PORT SECONDS: until something listens on 127.0.0.1:PORT
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+proc_alive() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z && $st != X ]]
+}
+
+group_ticks() {  # utime+stime of a process and its children, clock ticks
+  local t=0 p v
+  for p in $(group_pids "$1"); do
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || continue
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+
+probe() {        # URL [curl args]: "status response_bytes"
+  local url=$1; shift
+  curl -s -o /dev/null --max-time 5 "$@" -w '%{http_code} %{size_header} %{size_download}' "$url" \
+    | awk '{print $1, $2 + $3}'
+}
