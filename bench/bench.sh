@@ -65,6 +65,7 @@ done
 ((DURATION >= 1 && DURATION <= 120)) || die "DURATION must be 1..120 s"
 ((WARMUP <= 30)) || die "WARMUP must be 0..30 s"
 ((CONNS >= 1 && CONNS <= 1024)) || die "CONNS must be 1..1024"
+raise_nofile "$CONNS"
 ((THREADS >= 1 && THREADS <= 16 && THREADS <= CONNS)) || die "THREADS must be 1..16 and <= CONNS"
 ((LOGINS <= 100)) || die "LOGINS must be 0..100"
 for s in $SCENARIOS; do [[ $s == [a-i] ]] || die "unknown scenario '$s' (a b c d e f g h i)"; done

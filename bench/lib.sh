@@ -35,3 +35,18 @@ probe() {        # URL [curl args]: "status response_bytes"
   curl -s -o /dev/null --max-time 5 "$@" -w '%{http_code} %{size_header} %{size_download}' "$url" \
     | awk '{print $1, $2 + $3}'
 }
+
+raise_nofile() { # CONNS: an open-files limit for this shell and what it starts (wrk, nginx and
+  # sidegate inherit it): 65536, or the hard limit when that is lower but enough (a client
+  # and an upstream socket per connection in the proxy, one in wrk).
+  local want=65536 need=$(($1 * 3 + 1024)) hard
+  ulimit -n "$want" 2>/dev/null && return 0
+  hard=$(ulimit -Hn)
+  if [[ $hard == unlimited ]] || ((hard >= need)); then
+    ulimit -n "$hard" || die "cannot set the open-files limit to its hard limit $hard"
+    log "open-files limit: $want not permitted, using the hard limit $hard (>= $need needed)"
+  else
+    die "cannot raise the open-files limit to $want (hard limit $hard, $need needed for $1 connections):" \
+        "run as root, raise the hard limit (ulimit -Hn / LimitNOFILE) or lower CONNS"
+  fi
+}

@@ -55,7 +55,7 @@ def bars(svg, x0, y0, w, title, items, unit):
 def main(src, dst):
     rows, by = load(src)
     levels = sorted({r.get("conns", "") for r in rows}, key=lambda c: int(c) if c.isdigit() else 0)
-    base = levels[len(levels) // 2] if levels else ""
+    base = "64" if "64" in levels else (levels[len(levels) // 2] if levels else "")
     rps, p99 = [], []
     for (sc, conns), rs in sorted(by.items()):
         if conns != base:

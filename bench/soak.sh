@@ -65,18 +65,7 @@ done
 ((SETTLE >= 1 && SETTLE <= 300)) || die "SETTLE must be 1..300 s"
 
 # ---- open-files limit (wrk, nginx and sidegate inherit it) ------------------------
-NOFILE_WANT=65536
-NOFILE_NEED=$((CONNS * 3 + 1024))   # sidegate: client + upstream socket per connection; wrk: one
-if ! ulimit -n "$NOFILE_WANT" 2>/dev/null; then
-  hard=$(ulimit -Hn)
-  if [[ $hard == unlimited ]] || ((hard >= NOFILE_NEED)); then
-    ulimit -n "$hard" || die "cannot set the open-files limit to its hard limit $hard"
-    log "open-files limit: $NOFILE_WANT not permitted, using the hard limit $hard (>= $NOFILE_NEED needed)"
-  else
-    die "cannot raise the open-files limit to $NOFILE_WANT (hard limit $hard, $NOFILE_NEED needed for CONNS=$CONNS):" \
-        "run as root, raise the hard limit (ulimit -Hn / LimitNOFILE) or lower CONNS"
-  fi
-fi
+raise_nofile "$CONNS"
 NOFILE=$(ulimit -n)
 
 # ---- tools (as bench/bench.sh) ------------------------------------------------------
