@@ -19,6 +19,9 @@
 #                 (SAML, against SimpleSAMLphp from tests/saml-idp under php -S)
 #   i redis       a second sidegate with session.store = "redis" (its own
 #                 redis-server), protected path, its own session cookie  / 200
+#   j bearer      sidegate, protected path, Authorization: Bearer with a JWT
+#                 access token (ES256, at+jwt) from the test OP's client
+#                 credentials grant, verified against its JWKS        /         200
 # Every proxy forwards to the same nginx. The Apache instances (bench/apache/)
 # run in the foreground with their own ServerRoot, config and PidFile under the
 # run dir; the system's apache2 service and /etc/apache2 are not used.
@@ -37,6 +40,11 @@
 #   SCENARIOS="a b c f g h i" LOGINS=0 bench/bench.sh
 #   SKIP_BUILD=1 bench/bench.sh      use the existing target/release/sidegate
 #   SIDEGATE_BIN=/path/to/sidegate bench/bench.sh   bench that binary (no build)
+#   INSTRUCTIONS=2000 SCENARIOS="b c d e" bench/bench.sh
+#       instead of wrk: sidegate under valgrind's callgrind, that many requests per
+#       scenario on one keep-alive connection after 200 uncounted ones; prints the
+#       instructions per request (stable on a noisy machine, unlike req/s) and keeps
+#       each scenario's profile (callgrind_annotate FILE). Scenarios b-e, i and j.
 # Output: .run/bench/<timestamp>/ (results.tsv, results.md, wrk logs, service logs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,16 +57,17 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-2}"           # seconds, same load, not recorded
 PAUSE="${PAUSE:-1}"             # seconds between scenarios
-SCENARIOS="${SCENARIOS:-a b c d e f g h i}"
+SCENARIOS="${SCENARIOS:-a b c d e f g h i j}"
 NGINX_WORKERS="${NGINX_WORKERS:-1}"
 LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none)
+INSTRUCTIONS="${INSTRUCTIONS:-0}"  # > 0: count instructions per request (callgrind), no wrk
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=lib.sh
 source "$ROOT/bench/lib.sh"
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS LOGINS; do
+for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS LOGINS INSTRUCTIONS; do
   isint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((RUNS >= 1 && RUNS <= 10)) || die "RUNS must be 1..10"
@@ -68,8 +77,13 @@ done
 raise_nofile "$CONNS"
 ((THREADS >= 1 && THREADS <= 16 && THREADS <= CONNS)) || die "THREADS must be 1..16 and <= CONNS"
 ((LOGINS <= 100)) || die "LOGINS must be 0..100"
-for s in $SCENARIOS; do [[ $s == [a-i] ]] || die "unknown scenario '$s' (a b c d e f g h i)"; done
+for s in $SCENARIOS; do [[ $s == [a-j] ]] || die "unknown scenario '$s' (a b c d e f g h i j)"; done
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }   # SCENARIO: is it selected
+if ((INSTRUCTIONS > 0)); then
+  ((INSTRUCTIONS <= 100000)) || die "INSTRUCTIONS must be 1..100000 requests"
+  for s in $SCENARIOS; do [[ $s == [b-eij] ]] || die "INSTRUCTIONS counts sidegate's scenarios (b c d e i j), not '$s'"; done
+  LOGINS=0
+fi
 # The SAML IdP serves scenario h and the SAML login timing.
 NEED_SAML_IDP=0
 { wants h || ((LOGINS > 0)); } && NEED_SAML_IDP=1
@@ -80,6 +94,7 @@ apt_ensure wrk nginx-light curl ca-certificates
 wants g && apt_ensure libapache2-mod-auth-openidc
 wants h && apt_ensure libapache2-mod-auth-mellon
 wants i && apt_ensure redis-server
+((INSTRUCTIONS > 0)) && apt_ensure valgrind
 # php8.2-cgi satisfies php8.2's SAPI dependency without pulling in mod_php (as scripts/test-deps.sh)
 ((NEED_SAML_IDP)) && apt_ensure simplesamlphp php8.2-cli php8.2-cgi php8.2-xml openssl
 command -v node >/dev/null || die "node not found (Node.js >= 20 runs the test OP)"
@@ -193,6 +208,8 @@ log "upstream nginx: pid $NGINX_PID on $UP"
 # sidegates and mod_auth_openidc: each one's redirect URI is registered.
 mkfifo "$OUT/op.stdin"
 exec {OP_IN}<>"$OUT/op.stdin"
+# OP_API: the client credentials grant and JWT access tokens for scenario j.
+OP_API=1 OP_API_TOKEN_TTL=3600 \
 OP_REDIRECT_URIS="$SG/.sidegate/oidc/callback $SGR/.sidegate/oidc/callback $OPENIDC$OPENIDC_CALLBACK" OP_PORT=0 \
   node "$ROOT/tests/idp/provider.mjs" <"$OUT/op.stdin" {OP_IN}>&- >"$OUT/op.stdout" 2>"$OUT/op.stderr" &
 OP_PID=$!
@@ -202,6 +219,7 @@ for ((i = 0; i < 200; i++)); do   # 20 s
   line=$(head -n1 "$OUT/op.stdout" 2>/dev/null || true)
   if [[ $line == READY\ * ]]; then
     ISSUER=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["issuer"])' "${line#READY }") || die "bad READY line: $line"
+    printf '%s\n' "${line#READY }" >"$OUT/op-ready.json"
     break
   fi
   proc_alive "$OP_PID" || { cat "$OUT/op.stderr" >&2; die "the test OP exited"; }
@@ -267,6 +285,7 @@ PY
 fi
 
 # ---- sidegate ---------------------------------------------------------------------
+API_AUDIENCE=https://api.sidegate.test   # the test OP's JWT resource server (OP_API)
 start_sidegate() {  # NAME PORT ADMIN_PORT oidc|saml [SESSION_TOML]: run dir $OUT/NAME; sets STARTED_PID
   local name=$1 port=$2 admin=$3 login=$4 session=${5:-} dir="$OUT/$1" login_toml i ready=0
   mkdir -p "$dir"
@@ -282,7 +301,11 @@ start_sidegate() {  # NAME PORT ADMIN_PORT oidc|saml [SESSION_TOML]: run dir $OU
 issuer = \"$ISSUER\"
 client_id = \"sidegate\"
 client_secret_file = \"$dir/client-secret\"
-scopes = [\"openid\", \"email\", \"profile\", \"roles\"]" ;;
+scopes = [\"openid\", \"email\", \"profile\", \"roles\"]
+
+[[bearer.issuers]]
+issuer = \"$ISSUER\"
+audience = \"$API_AUDIENCE\"" ;;
     saml)
       login_toml="[saml]
 idp_metadata_file = \"$SAML_IDP_METADATA\"" ;;
@@ -317,10 +340,14 @@ default_role = "viewer"
 [access]
 public_paths = ["/public/"]
 EOF
-  "$SIDEGATE" run --config "$dir/sidegate.toml" </dev/null {OP_IN}>&- >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  local wrap=() up=20
+  # callgrind, counting nothing until count_scenario turns it on (start-up and login are not counted)
+  ((INSTRUCTIONS > 0)) && { wrap=(valgrind --tool=callgrind --instr-atstart=no --vgdb=yes \
+    --callgrind-out-file="$dir/callgrind.out"); up=120; }
+  "${wrap[@]}" "$SIDEGATE" run --config "$dir/sidegate.toml" </dev/null {OP_IN}>&- >"$dir/stdout.log" 2>"$dir/stderr.log" &
   STARTED_PID=$!
   started "$STARTED_PID" "$name"
-  wait_port "$port" 20 || { tail -20 "$dir/stderr.log" >&2; die "$name did not listen on $port"; }
+  wait_port "$port" "$up" || { tail -20 "$dir/stderr.log" >&2; die "$name did not listen on $port"; }
   for ((i = 0; i < 60; i++)); do   # 30 s
     [[ $(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "http://127.0.0.1:$admin/readyz") == 200 ]] && { ready=1; break; }
     proc_alive "$STARTED_PID" || { tail -20 "$dir/stderr.log" >&2; die "$name exited"; }
@@ -412,6 +439,39 @@ drain() {        # wait (<= 20 s) until PID is idle so queued work does not leak
 # unauthenticated request that does not accept text/html with 401, not 302.
 BROWSER_HDR=(-H "Accept: text/html,application/xhtml+xml,*/*;q=0.8" -H "User-Agent: sidegate-bench/1.0")
 
+count_scenario() {  # ROUND ID URL EXPECT SUT_PID SUT_NAME [extra header args]: callgrind counts
+  local round=$1 id=$2 url=$3 expect=$4 sut=$5 sutname=$6; shift 6
+  local hdr=("${BROWSER_HDR[@]}" "$@") tag="r${round}-${id}" dump ir
+  proc_alive "$sut" || die "$tag: $sutname (pid $sut) is not running"
+  requests() { timeout -k 5 600 "$PY" - "$1" "$url" "$expect" "${hdr[@]}" {OP_IN}>&- <<'PY'
+import http.client, sys, urllib.parse
+n, url, expect, args = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+u = urllib.parse.urlsplit(url)
+headers = dict(a.split(": ", 1) for a in args[1::2])
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+for i in range(n):
+    c.request("GET", u.path or "/", headers=headers)
+    r = c.getresponse(); r.read()
+    if r.status != expect:
+        sys.exit(f"request {i + 1}: {r.status}, expected {expect}")
+PY
+  }
+  requests 200 || die "$tag: the uncounted requests failed"
+  if ! { callgrind_control -z "$sut" && callgrind_control -i on "$sut"; } >/dev/null; then
+    die "$tag: callgrind_control could not reach pid $sut"
+  fi
+  requests "$INSTRUCTIONS" || die "$tag: the counted requests failed"
+  callgrind_control -i off "$sut" >/dev/null
+  callgrind_control -d "$tag" "$sut" >/dev/null || die "$tag: callgrind dump failed"
+  dump=$(find "$OUT/$sutname" -maxdepth 1 -name 'callgrind.out.*' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+  [[ -n $dump ]] || die "$tag: no callgrind dump in $OUT/$sutname"
+  mv "$dump" "$OUT/$tag.callgrind"
+  ir=$(awk '/^totals:/{print $2; exit}' "$OUT/$tag.callgrind")
+  [[ -n $ir ]] || die "$tag: no instruction total in $OUT/$tag.callgrind"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$id" "$url" "$INSTRUCTIONS" "$ir" "$((ir / INSTRUCTIONS))" >>"$OUT/instructions.tsv"
+  log "$tag: $((ir / INSTRUCTIONS)) instructions/request ($INSTRUCTIONS requests; profile $OUT/$tag.callgrind)"
+}
+
 printf 'round\tscenario\turl\texpect\tprobe_bytes\trequests\tduration_s\trps\tp50_us\tp90_us\tp99_us\tmax_us\terrors\tnon2xx3xx\tbytes_per_resp\tsut\trss_peak_kb\tcpu_us_per_req\taux\taux_cpu_us_per_req\n' >"$OUT/results.tsv"
 
 # ROUND ID URL EXPECT_STATUS SUT_PID SUT_NAME [extra header args]
@@ -498,15 +558,33 @@ version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo none; }   # P
   wants i && echo "redis-server $(version redis-server)"
 } >"$OUT/env.txt"
 
+bearer_token() { # a JWT access token from the test OP (client credentials), printed
+  timeout -k 5 30 "$PY" - "$OUT/op-ready.json" "$ISSUER" "$API_AUDIENCE" {OP_IN}>&- <<'PY' || die "could not get a bearer token from the test OP"
+import json, sys, requests
+ready, issuer, aud = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+api = ready["api"]
+r = requests.post(f"{issuer}/token", auth=(api["client_id"], api["client_secret"]), timeout=20,
+                  data={"grant_type": "client_credentials", "scope": api["scope"], "resource": aud})
+token = r.json().get("access_token", "")
+if r.status_code != 200 or token.count(".") != 2:
+    sys.exit(f"token request: HTTP {r.status_code} {r.text[:300]}")
+print(token)
+PY
+}
 login() {        # NAME URL [login.py args]: prints the session Cookie header
   timeout -k 5 90 "$PY" "$HERE/login.py" "${@:3}" "$2" {OP_IN}>&- || die "$1: login.py failed (see the messages above)"
 }
+if ((INSTRUCTIONS > 0)); then
+  printf 'round\tscenario\turl\trequests\tinstructions\tinstructions_per_request\n' >"$OUT/instructions.tsv"
+  run_scenario() { count_scenario "$@"; }
+fi
 for ((r = 1; r <= RUNS; r++)); do
   log "=== round $r/$RUNS"
   COOKIE=$(login sidegate "$SG/")
   wants i && REDIS_COOKIE=$(login sidegate-redis "$SGR/")
   wants g && OPENIDC_COOKIE=$(login apache-openidc "$OPENIDC/" --callback "$OPENIDC_CALLBACK")
   wants h && MELLON_COOKIE=$(login apache-mellon "$MELLON/" --callback "$MELLON_CALLBACK")
+  wants j && BEARER=$(bearer_token)
   for s in $SCENARIOS; do
     case $s in
       a) run_scenario "$r" a-upstream "$UP/" 200 "$NGINX_PID" nginx ;;
@@ -519,6 +597,7 @@ for ((r = 1; r <= RUNS; r++)); do
       h) run_scenario "$r" h-mellon "$MELLON/" 200 "$MELLON_PID" apache-mellon -H "Cookie: $MELLON_COOKIE" ;;
       i) AUX_PID=$REDIS_PID AUX_NAME=redis-server \
            run_scenario "$r" i-redis "$SGR/" 200 "$SGR_PID" sidegate-redis -H "Cookie: $REDIS_COOKIE" ;;
+      j) run_scenario "$r" j-bearer "$SG/" 200 "$SG_PID" sidegate -H "Authorization: Bearer $BEARER" ;;
     esac
   done
 done
@@ -559,6 +638,23 @@ fi
   echo "  nginx $(group_rss "$NGINX_PID")"
 } >>"$OUT/env.txt"
 
+if ((INSTRUCTIONS > 0)); then
+  cat "$OUT/env.txt" >"$OUT/results.md"
+  "$PY" - "$OUT/instructions.tsv" >>"$OUT/results.md" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+print("Instructions per request (callgrind, all of sidegate's threads; median over the rounds):\n")
+print("| scenario | requests | instructions/request | per round |")
+print("|---|---:|---:|---|")
+for sid in dict.fromkeys(r["scenario"] for r in rows):
+    rs = [r for r in rows if r["scenario"] == sid]
+    per = [int(r["instructions_per_request"]) for r in rs]
+    print(f"| {sid} | {rs[0]['requests']} | {statistics.median(per):,.0f} | {', '.join(f'{p:,}' for p in per)} |")
+PY
+  cat "$OUT/results.md"
+  log "results: $OUT/results.md (profiles: callgrind_annotate $OUT/r1-c-session.callgrind)"
+  exit 0
+fi
 "$PY" - "$OUT/results.tsv" "$OUT/env.txt" "$OUT/logins.txt" >"$OUT/results.md" <<'PY'
 import csv, os, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))

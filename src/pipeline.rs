@@ -150,6 +150,8 @@ pub async fn handle(cx: &Context, req: Request<Incoming>, from: Downstream) -> R
     resp
 }
 
+// The cold branches (own endpoints, login challenges) are boxed: their futures are large,
+// and hyper moves this one several times per request (bench/bench.sh INSTRUCTIONS=...).
 async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Response<Body> {
     let now = SystemTime::now();
     let mut req = req.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
@@ -187,20 +189,22 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
         // The one own endpoint with a body: the IdP's POST (read with a size cap).
         Endpoint::Own(Own::SamlAcs) => {
             cx.metrics.request("own");
-            return login::saml_acs(cx, req, now).await;
+            return Box::pin(login::saml_acs(cx, req, now)).await;
         }
         Endpoint::Own(Own::LocalLogin) => {
             cx.metrics.request("own");
-            return login::local::endpoint(cx, req, from.peer, now).await;
+            return Box::pin(login::local::endpoint(cx, req, from.peer, now)).await;
         }
         Endpoint::Own(Own::OidcBackchannelLogout) => {
             cx.metrics.request("own");
-            return login::oidc_backchannel_logout(cx, req, now).await;
+            return Box::pin(login::oidc_backchannel_logout(cx, req, now)).await;
         }
         Endpoint::Own(Own::Auth) => {
             return auth_request::check(cx, &without_body(req), from.peer, now).await
         }
-        Endpoint::Own(own) => return own_endpoint(cx, own, &without_body(req), now).await,
+        Endpoint::Own(own) => {
+            return Box::pin(own_endpoint(cx, own, &without_body(req), now)).await
+        }
         Endpoint::Public => return forward(cx, req, from, None, None, "public").await,
         Endpoint::Protected => {}
     }
@@ -235,10 +239,10 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
             resp
         }
         Authenticated::No(NoCredential::Absent) => {
-            login::challenge(cx, &without_body(req), None).await
+            Box::pin(login::challenge(cx, &without_body(req), None)).await
         }
         Authenticated::No(NoCredential::BadCookie(why)) => {
-            login::challenge(cx, &without_body(req), Some(why)).await
+            Box::pin(login::challenge(cx, &without_body(req), Some(why))).await
         }
         Authenticated::No(NoCredential::BadToken(e)) => bearer_refused(cx, &e),
         Authenticated::No(NoCredential::StoreDown(e)) => store_down(cx, &e, json),
@@ -377,7 +381,8 @@ pub async fn authenticate(
     // Due for a refresh: new claims (and cookie) before anything is decided on them.
     let (session, touch) = match session.refresh_due(unix(now)) {
         None => (session, touch),
-        Some(rt) => match login::refresh::refresh(cx, &session, rt, now).await {
+        // Boxed: rare, and its future is most of this one's size otherwise.
+        Some(rt) => match Box::pin(login::refresh::refresh(cx, &session, rt, now)).await {
             Ok(fresh) => (fresh, true),
             Err(login::oidc::RefreshError::Unavailable(why)) => {
                 tracing::warn!(reason = %why, "session refresh postponed: provider unavailable");
@@ -391,7 +396,7 @@ pub async fn authenticate(
         },
     };
     let (session, cookies) = if touch {
-        cx.sessions.touch(session, now).await
+        Box::pin(cx.sessions.touch(session, now)).await
     } else {
         (session, Vec::new())
     };

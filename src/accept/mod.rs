@@ -132,7 +132,8 @@ pub async fn serve<H, F>(
         };
         let h = handler.clone();
         let svc = service_fn(move |req| {
-            let fut = h(req, from);
+            // One allocation instead of hyper moving a multi-KB future through its dispatcher.
+            let fut = Box::pin(h(req, from));
             async move { Ok::<_, Infallible>(fut.await) }
         });
         let watcher = graceful.watcher();

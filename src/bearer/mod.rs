@@ -346,7 +346,8 @@ impl Bearer {
                 Err(TokenError::Expired.into())
             };
         }
-        let (issuer, claims) = self.verify(raw, now).await?;
+        // Boxed: the cache hit above is the hot path; this future is large.
+        let (issuer, claims) = Box::pin(self.verify(raw, now)).await?;
         let identity = match crate::identity::resolve(&self.identity, &issuer.cfg.issuer, &claims) {
             Ok(i) => i,
             Err(d) => return Err(d.into()),

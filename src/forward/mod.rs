@@ -91,7 +91,7 @@ pub struct Upstream {
     trusted_proxies: Vec<IpNet>,
 }
 
-const HOP_BY_HOP: &[&str] = &[
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -102,6 +102,11 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
     "proxy-authorization",
 ];
+
+/// Whether `name` is hop-by-hop (names are lowercase: a string match, no parsing).
+fn is_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
 
 impl Upstream {
     /// Builds the pooled client for the configured upstream.
@@ -141,46 +146,39 @@ impl Upstream {
         let xff = HeaderName::from_static("x-forwarded-for");
         let xfp = HeaderName::from_static("x-forwarded-proto");
         let xfh = HeaderName::from_static("x-forwarded-host");
-        let (prev_for, prev_proto, prev_host) = if trusted {
-            let join = |n: &HeaderName| {
-                let v: Vec<&str> = headers
-                    .get_all(n)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                (!v.is_empty()).then(|| v.join(", "))
-            };
-            (
-                join(&xff),
-                headers.get(&xfp).cloned(),
-                headers.get(&xfh).cloned(),
-            )
-        } else {
-            (None, None, None)
-        };
-        for n in [&xff, &xfp, &xfh] {
-            headers.remove(n);
-        }
-        if !trusted {
+        let mut prev_for = None;
+        let (mut proto, mut host) = (None, None);
+        if trusted {
+            let v: Vec<&str> = headers
+                .get_all(&xff)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            prev_for = (!v.is_empty()).then(|| v.join(", "));
+            proto = headers.get(&xfp).cloned();
+            host = headers.get(&xfh).cloned();
+        } else if headers
+            .keys()
+            .any(|k| k == header::FORWARDED || k == "x-real-ip")
+        {
             headers.remove(header::FORWARDED);
             headers.remove("x-real-ip");
         }
+        // `insert` replaces every earlier value: no separate removal (each would hash).
         let for_value = match prev_for {
             Some(p) => format!("{p}, {peer_ip}"),
             None => peer_ip,
         };
-        if let Ok(v) = HeaderValue::from_str(&for_value) {
-            headers.insert(xff, v);
-        }
-        let proto = prev_proto.unwrap_or(HeaderValue::from_static(if from.tls {
-            "https"
-        } else {
-            "http"
-        }));
-        headers.insert(xfp, proto);
-        if let Some(h) = prev_host.or_else(|| headers.get(header::HOST).cloned()) {
-            headers.insert(xfh, h);
-        }
+        match HeaderValue::try_from(for_value) {
+            Ok(v) => headers.insert(xff, v),
+            Err(_) => headers.remove(xff),
+        };
+        let scheme = if from.tls { "https" } else { "http" };
+        headers.insert(xfp, proto.unwrap_or(HeaderValue::from_static(scheme)));
+        match host.or_else(|| headers.get(header::HOST).cloned()) {
+            Some(h) => headers.insert(xfh, h),
+            None => headers.remove(xfh),
+        };
     }
 
     /// Sends the request upstream and returns its response, streaming both bodies.
@@ -268,23 +266,28 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, including every name listed in `Connection`. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for name in listed
-        .iter()
-        .map(String::as_str)
-        .chain(HOP_BY_HOP.iter().copied())
-    {
-        if keep_upgrade && (name == "upgrade" || name == "connection") {
-            continue;
+    // Names listed in `Connection` exist only with a `Connection` header, itself hop-by-hop:
+    // a request with none of these (the usual case) costs one pass over its names.
+    if headers.keys().any(is_hop) {
+        // Only names present are removed (a removal hashes); listed tokens that are already
+        // hop-by-hop names (`keep-alive`, `upgrade`) need no parsing.
+        let mut gone: Vec<HeaderName> = headers.keys().filter(|k| is_hop(k)).cloned().collect();
+        let listed = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(t)))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect::<Vec<_>>();
+        gone.extend(listed.into_iter().filter(|n| headers.contains_key(n)));
+        for name in gone {
+            if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
+                continue;
+            }
+            headers.remove(name);
         }
-        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

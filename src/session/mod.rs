@@ -7,6 +7,7 @@
 //! and IdP revocation delete it. Only this module knows the cookie names and wire format.
 
 pub mod cookie;
+mod opened;
 pub mod stored;
 
 use std::borrow::Cow;
@@ -185,6 +186,8 @@ pub struct Sessions {
     /// live as long as a session can.
     revoked: moka::sync::Cache<String, i64>,
     any_revoked: Arc<std::sync::atomic::AtomicBool>,
+    /// Cookie sessions already opened (cookie mode only; empty again after a reload).
+    opened: opened::Opened,
 }
 
 /// What an IdP logout names.
@@ -214,6 +217,7 @@ impl Sessions {
                 .time_to_live(cfg.absolute_lifetime)
                 .build(),
             any_revoked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            opened: opened::Opened::new(),
             cfg,
         }
     }
@@ -285,38 +289,46 @@ impl Sessions {
             Ok(None) => return Checked::Absent,
             Err(e) => return Checked::Invalid(e),
         };
-        let (plain, handle) = if self.server_side() {
+        let session = if self.server_side() {
             let Some(h) = Handle::parse(&value) else {
                 return Checked::Invalid(Invalid::Open(OpenError::Malformed));
             };
-            let record = match self.store.get(&h.record_key()).await {
+            // Boxed: a Redis read is a large future, and this one is on every request.
+            let record = match Box::pin(self.store.get(&h.record_key())).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return Checked::Invalid(Invalid::Ended),
                 Err(e) => return Checked::Unavailable(e),
             };
             match h.open(&record) {
-                Some(p) => (p, Some(h)),
+                Some(plain) => match payload(&plain) {
+                    Some(p) => session_of(p, Some(h)),
+                    None => return Checked::Invalid(Invalid::Payload),
+                },
                 None => return Checked::Invalid(Invalid::Open(OpenError::Tampered)),
             }
+        } else if let Some(s) = self.opened.get(&value) {
+            s
         } else {
-            match cookie::open(&self.cfg.keys, PURPOSE, &value) {
-                Ok(p) => (p, None),
+            let plain = match cookie::open(&self.cfg.keys, PURPOSE, &value) {
+                Ok(p) => p,
                 Err(e) => return Checked::Invalid(Invalid::Open(e)),
-            }
-        };
-        let p = match serde_json::from_slice::<PayloadV1>(&plain) {
-            Ok(p) if p.v == 1 => p,
-            _ => return Checked::Invalid(Invalid::Payload),
+            };
+            let Some(p) = payload(&plain) else {
+                return Checked::Invalid(Invalid::Payload);
+            };
+            let s = session_of(p, None);
+            self.opened.keep(&value, &s);
+            s
         };
         let now = unix(now);
-        if now >= p.exp {
+        if now >= session.expires {
             return Checked::Invalid(Invalid::Expired);
         }
-        if now >= p.idle {
+        if now >= session.idle_until {
             return Checked::Invalid(Invalid::Idle);
         }
-        let touch = p.idle - now < (self.cfg.idle_lifetime.as_secs() as i64) / 2 && p.idle < p.exp;
-        let session = session_of(p, handle);
+        let touch = session.idle_until - now < (self.cfg.idle_lifetime.as_secs() as i64) / 2
+            && session.idle_until < session.expires;
         if self.is_revoked(&session) {
             return Checked::Invalid(Invalid::Revoked);
         }
@@ -632,6 +644,13 @@ impl Sessions {
     }
 }
 
+/// A version-1 payload, or none for anything else.
+fn payload(plain: &[u8]) -> Option<PayloadV1> {
+    serde_json::from_slice::<PayloadV1>(plain)
+        .ok()
+        .filter(|p| p.v == 1)
+}
+
 fn session_of(p: PayloadV1, handle: Option<Handle>) -> Session {
     Session {
         sid: p.sid,
@@ -671,11 +690,13 @@ fn payload_of(s: &Session) -> PayloadV1 {
 }
 
 /// Every `name=value` pair in the request's `Cookie` headers (undecoded, order kept).
+/// UTF-8 is accepted (an app's own cookies pass through as they came); the check is the
+/// word-at-a-time one, not `HeaderValue::to_str`'s byte loop over a multi-KB session cookie.
 pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| {
             let (n, v) = pair.trim().split_once('=')?;

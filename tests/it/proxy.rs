@@ -698,3 +698,64 @@ async fn eddsa_assertions_verify_with_an_independent_library() {
     .await;
     assert_eq!(wrong_aud["ok"], false);
 }
+
+#[tokio::test]
+async fn an_opened_cookie_is_still_checked_in_full_each_time() {
+    use sidegate::session::{Checked, Invalid, OpenError, Revoke};
+    // Cookie sessions are kept opened between requests (the hot path skips base64, AEAD and
+    // JSON): expiry, idle timeout, revocation and the whole value still decide every time.
+    let w = world(&[]).await;
+    let cfg = load(&w.text, &w.keys);
+    let store = std::sync::Arc::new(sidegate::store::Shared::new(&cfg.session.store).unwrap());
+    let sessions = sidegate::session::Sessions::new(cfg.session, store);
+    let t0 = SystemTime::now();
+    let cookie = session_cookie(&w.text, &w.keys, "alice", "admin", t0);
+    let headers = |c: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::COOKIE, c.parse().unwrap());
+        h
+    };
+    let idle = sessions.config().idle_lifetime;
+    let absolute = sessions.config().absolute_lifetime;
+    for _ in 0..2 {
+        assert!(
+            matches!(
+                sessions.check(&headers(&cookie), t0).await,
+                Checked::Valid(_)
+            ),
+            "a fresh cookie is a session, opened or remembered"
+        );
+    }
+    // The same value, remembered, past its deadlines.
+    let late = sessions
+        .check(&headers(&cookie), t0 + idle + Duration::from_secs(1))
+        .await;
+    assert!(matches!(late, Checked::Invalid(Invalid::Idle)), "{late:?}");
+    let later = sessions.check(&headers(&cookie), t0 + absolute).await;
+    assert!(
+        matches!(later, Checked::Invalid(Invalid::Expired)),
+        "{later:?}"
+    );
+    // A value that differs early but shares the remembered value's last bytes.
+    let (name, value) = cookie.split_once('=').unwrap();
+    let mut forged = value.as_bytes().to_vec();
+    let i = forged.len() / 2;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{name}={}", String::from_utf8(forged).unwrap());
+    let r = sessions.check(&headers(&forged), t0).await;
+    assert!(
+        matches!(r, Checked::Invalid(Invalid::Open(OpenError::Tampered))),
+        "a forged value is opened (and refused), never taken for the remembered one: {r:?}"
+    );
+    // An IdP logout after the value was remembered.
+    sessions
+        .revoke(
+            "http://idp.test",
+            Revoke::Sub("sub-alice"),
+            sidegate::session::unix(t0),
+        )
+        .await
+        .unwrap();
+    let r = sessions.check(&headers(&cookie), t0).await;
+    assert!(matches!(r, Checked::Invalid(Invalid::Revoked)), "{r:?}");
+}
