@@ -110,12 +110,7 @@ if ! "$PY" -c 'import requests' 2>/dev/null; then
 fi
 scripts/test-deps.sh   # tests/idp/node_modules (and the test packages)
 
-SIDEGATE="${SIDEGATE_BIN:-$ROOT/target/release/sidegate}"
-if [[ -z ${SIDEGATE_BIN:-} && ${SKIP_BUILD:-0} != 1 ]]; then
-  log "cargo build --release --locked"
-  cargo build --release --locked
-fi
-[[ -x $SIDEGATE ]] || die "$SIDEGATE not found (build it: cargo build --release)"
+release_binary
 
 # ---- run directory, ports ---------------------------------------------------------
 OUT="$ROOT/.run/bench/$(date +%Y%m%d-%H%M%S)"
@@ -158,21 +153,6 @@ render() {       # TEMPLATE OUT NAME=VALUE...: copy TEMPLATE to OUT with each @N
 SERVICES=()      # "pid name" of every service started, in order; stopped in reverse
 SAMPLER_PID='' OP_IN=''
 started() { SERVICES+=("$1 $2"); }   # PID NAME
-stop_pid() {     # PID NAME: TERM, wait up to 5 s, then KILL; then its children (Apache's)
-  local pid=$1 name=$2 kids c i
-  proc_alive "$pid" || return 0
-  kids=$(pgrep -P "$pid" || true)
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do proc_alive "$pid" || break; sleep 0.1; done
-  if proc_alive "$pid"; then log "$name (pid $pid) ignored TERM, sending KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-  # a parent stops its children as it exits; any left after 2 s are killed by pid
-  for c in $kids; do
-    for ((i = 0; i < 20; i++)); do proc_alive "$c" || break; sleep 0.1; done
-    proc_alive "$c" && { log "$name: child $c still running, sending KILL"; kill -KILL "$c" 2>/dev/null; }
-  done
-  return 0
-}
 cleanup() {
   set +e
   [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null

@@ -50,3 +50,30 @@ raise_nofile() { # CONNS: an open-files limit for this shell and what it starts 
         "run as root, raise the hard limit (ulimit -Hn / LimitNOFILE) or lower CONNS"
   fi
 }
+
+release_binary() { # sets SIDEGATE: $SIDEGATE_BIN, or target/release/sidegate built first
+  # (unless SKIP_BUILD=1)
+  SIDEGATE="${SIDEGATE_BIN:-$ROOT/target/release/sidegate}"
+  if [[ -z ${SIDEGATE_BIN:-} && ${SKIP_BUILD:-0} != 1 ]]; then
+    log "cargo build --release --locked"
+    cargo build --release --locked
+  fi
+  [[ -x $SIDEGATE ]] || die "$SIDEGATE not found (build it: cargo build --release)"
+}
+
+stop_pid() {     # PID NAME (empty: nothing): TERM, wait up to 5 s, then KILL; then its children (Apache's)
+  local pid=$1 name=$2 kids c i
+  [[ -n $pid ]] || return 0
+  proc_alive "$pid" || return 0
+  kids=$(pgrep -P "$pid" || true)
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do proc_alive "$pid" || break; sleep 0.1; done
+  if proc_alive "$pid"; then log "$name (pid $pid) ignored TERM, sending KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  wait "$pid" 2>/dev/null || true
+  # a parent stops its children as it exits; any left after 2 s are killed by pid
+  for c in $kids; do
+    for ((i = 0; i < 20; i++)); do proc_alive "$c" || break; sleep 0.1; done
+    proc_alive "$c" && { log "$name: child $c still running, sending KILL"; kill -KILL "$c" 2>/dev/null; }
+  done
+  return 0
+}

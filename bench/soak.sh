@@ -83,12 +83,7 @@ if ! "$PY" -c 'import requests' 2>/dev/null; then
 fi
 scripts/test-deps.sh   # tests/idp/node_modules (and the test packages)
 
-SIDEGATE="${SIDEGATE_BIN:-$ROOT/target/release/sidegate}"
-if [[ -z ${SIDEGATE_BIN:-} && ${SKIP_BUILD:-0} != 1 ]]; then
-  log "cargo build --release --locked"
-  cargo build --release --locked
-fi
-[[ -x $SIDEGATE ]] || die "$SIDEGATE not found (build it: cargo build --release)"
+release_binary
 
 # ---- run directory, ports ---------------------------------------------------------
 OUT="$ROOT/.run/soak/$(date +%Y%m%d-%H%M%S)"
@@ -110,15 +105,6 @@ METRICS="http://127.0.0.1:$SG_ADMIN_PORT/metrics"
 
 # ---- stopping what we start (by pid) ----------------------------------------------
 NGINX_PID='' OP_PID='' SG_PID='' SAMPLER_PID='' OP_IN='' WRK_PID='' LOGINS_PID=''
-stop_pid() {     # PID NAME: TERM, wait up to 5 s, then KILL
-  local pid=$1 name=$2 i
-  [[ -n $pid ]] || return 0
-  proc_alive "$pid" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do proc_alive "$pid" || break; sleep 0.1; done
-  if proc_alive "$pid"; then log "$name (pid $pid) ignored TERM, sending KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   set +e
   [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null

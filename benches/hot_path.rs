@@ -22,7 +22,11 @@ const ORIGIN: &str = "http://127.0.0.1:4180";
 
 /// A deployment's config with fresh keys (`eddsa`: Ed25519 assertion key, else P-256) and,
 /// with `saml`, a SAML IdP whose metadata pins `idp`.
-fn deployment(eddsa: bool, idp: Option<&saml_craft::TestIdpKey>) -> (tempfile::TempDir, Config) {
+/// A deployment in a temporary directory, and its config text (to load it again).
+fn deployment(
+    eddsa: bool,
+    idp: Option<&saml_craft::TestIdpKey>,
+) -> (tempfile::TempDir, Config, String) {
     let dir = tempfile::tempdir().unwrap();
     let keys = sidegate::keys::generate(eddsa);
     std::fs::write(
@@ -48,7 +52,7 @@ fn deployment(eddsa: bool, idp: Option<&saml_craft::TestIdpKey>) -> (tempfile::T
         text.push_str("[saml]\nidp_metadata_file = \"idp.xml\"\n");
     }
     let cfg = sidegate::config::load(&text, &Default::default(), dir.path()).unwrap();
-    (dir, cfg)
+    (dir, cfg, text)
 }
 
 fn identity() -> Identity {
@@ -92,11 +96,11 @@ fn request_headers(cookie: &str) -> HeaderMap {
 }
 
 fn session_bench(c: &mut Criterion) {
-    let (dir, cfg) = deployment(false, None);
+    let (dir, cfg, text) = deployment(false, None);
     let store = Arc::new(sidegate::store::Shared::new(&cfg.session.store).unwrap());
     let secrets = std::fs::read_to_string(dir.path().join("cookie-secrets")).unwrap();
     let keys = sidegate::keys::CookieKeys::parse(&secrets).unwrap();
-    let sessions = Sessions::new(cfg.session, store);
+    let sessions = Sessions::new(cfg.session, store.clone());
     let now = SystemTime::now();
     let (_, set) = sessions
         .create(identity(), None, now)
@@ -115,19 +119,33 @@ fn session_bench(c: &mut Criterion) {
     c.bench_function("cookie_open (XChaCha20-Poly1305, one cookie)", |b| {
         b.iter(|| sidegate::session::cookie::open(&keys, b"sidegate session v1", &value).unwrap())
     });
-    c.bench_function("session_check (cookie headers -> session)", |b| {
-        b.iter(
-            || match sessions.check(&headers, now).now_or_never().unwrap() {
-                Checked::Valid(s) | Checked::Touch(s) => s,
-                other => panic!("{other:?}"),
-            },
-        )
-    });
+    let valid = |c: Checked| match c {
+        Checked::Valid(s) | Checked::Touch(s) => s,
+        other => panic!("{other:?}"),
+    };
+    c.bench_function(
+        "session_check (cookie headers -> session, kept opened)",
+        |b| b.iter(|| valid(sessions.check(&headers, now).now_or_never().unwrap())),
+    );
+    c.bench_function(
+        "session_check_first (the cookie's first request: opened)",
+        |b| {
+            b.iter_batched(
+                || {
+                    let again =
+                        sidegate::config::load(&text, &Default::default(), dir.path()).unwrap();
+                    Sessions::new(again.session, store.clone())
+                },
+                |fresh| valid(fresh.check(&headers, now).now_or_never().unwrap()),
+                BatchSize::PerIteration,
+            )
+        },
+    );
 }
 
 fn sign_bench(c: &mut Criterion) {
     for (name, eddsa) in [("ES256", false), ("EdDSA", true)] {
-        let (_dir, cfg) = deployment(eddsa, None);
+        let (_dir, cfg, _) = deployment(eddsa, None);
         let signer = Signer::new(cfg.assertion, cfg.headers, ORIGIN.into());
         let id = identity();
         let now = SystemTime::now();
@@ -151,7 +169,7 @@ fn sign_bench(c: &mut Criterion) {
 }
 
 fn strip_bench(c: &mut Criterion) {
-    let (_dir, cfg) = deployment(false, None);
+    let (_dir, cfg, _) = deployment(false, None);
     let signer = Signer::new(cfg.assertion, cfg.headers, ORIGIN.into());
     let headers = request_headers("_sidegate=v1.x");
     c.bench_function("strip_identity_headers (9 headers, 2 spoofed)", |b| {
@@ -165,7 +183,7 @@ fn strip_bench(c: &mut Criterion) {
 
 fn saml_bench(c: &mut Criterion) {
     let idp = saml_craft::TestIdpKey::new("bench idp");
-    let (_dir, cfg) = deployment(false, Some(&idp));
+    let (_dir, cfg, _) = deployment(false, Some(&idp));
     let saml = sidegate::login::saml::Saml::new(
         cfg.saml.unwrap(),
         sidegate::login::saml::SpUrls::new(ORIGIN, "/.sidegate"),

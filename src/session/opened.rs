@@ -14,7 +14,7 @@ use super::Session;
 /// Bytes of the sealed value that key an entry.
 const KEY_LEN: usize = 32;
 /// Cap on the cache: cookie text plus about as much again for the opened session.
-const MAX_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_BYTES: u64 = 4 * 1024 * 1024;
 /// An entry unused this long is dropped (its memory returns when traffic stops).
 const IDLE: Duration = Duration::from_secs(300);
 
