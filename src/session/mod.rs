@@ -342,15 +342,22 @@ impl Sessions {
     /// The whole sealed value, joined from chunks when needed.
     /// Borrows the value when it is one cookie (the usual case); joins chunks otherwise.
     fn read_value<'h>(&self, headers: &'h HeaderMap) -> Result<Option<Cow<'h, str>>, Invalid> {
-        let base = self.cfg.cookie_name.as_str();
+        let base = self.cfg.cookie_name.as_bytes();
         let mut whole: Option<&'h str> = None;
         let mut chunks: Vec<Option<&'h str>> = Vec::new();
-        for (name, value) in request_cookies(headers) {
-            if name == base {
+        for (name, value) in cookie_pairs(headers) {
+            // Only our own values are checked as text (the app's cookies are never read).
+            let Some(rest) = name.strip_prefix(base) else {
+                continue;
+            };
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            if rest.is_empty() {
                 whole = Some(value);
-            } else if let Some(n) = name
-                .strip_prefix(base)
-                .and_then(|r| r.strip_prefix('_'))
+            } else if let Some(n) = rest
+                .strip_prefix(b"_")
+                .and_then(|n| std::str::from_utf8(n).ok())
                 .and_then(|n| n.parse::<usize>().ok())
             {
                 if n >= MAX_CHUNKS {
@@ -613,31 +620,27 @@ impl Sessions {
 
     /// Removes sidegate's own cookies from a request about to go upstream, keeping the app's.
     pub fn strip_own_cookies(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(COOKIE) {
+        let base = self.cfg.cookie_name.as_bytes();
+        let ours = |n: &[u8]| {
+            n.strip_prefix(base)
+                .is_some_and(|r| r.is_empty() || r[0] == b'_')
+        };
+        if !cookie_pairs(headers).any(|(n, _)| ours(n)) {
             return;
         }
-        let base = self.cfg.cookie_name.as_str();
-        let mut kept = String::new();
-        let mut changed = false;
-        for (name, value) in request_cookies(headers) {
-            let ours = name == base || name.strip_prefix(base).is_some_and(|r| r.starts_with('_'));
-            if ours {
-                changed = true;
-                continue;
-            }
+        // Rebuilt from bytes: the app's cookies pass on as they came, UTF-8 or not.
+        let mut kept = Vec::new();
+        for (name, value) in cookie_pairs(headers).filter(|(n, _)| !ours(n)) {
             if !kept.is_empty() {
-                kept.push_str("; ");
+                kept.extend_from_slice(b"; ");
             }
-            kept.push_str(name);
-            kept.push('=');
-            kept.push_str(value);
-        }
-        if !changed {
-            return;
+            kept.extend_from_slice(name);
+            kept.push(b'=');
+            kept.extend_from_slice(value);
         }
         headers.remove(COOKIE);
         if !kept.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&kept) {
+            if let Ok(v) = HeaderValue::from_bytes(&kept) {
                 headers.insert(COOKIE, v);
             }
         }
@@ -689,17 +692,27 @@ fn payload_of(s: &Session) -> PayloadV1 {
     }
 }
 
-/// Every `name=value` pair in the request's `Cookie` headers (undecoded, order kept).
-/// UTF-8 is accepted (an app's own cookies pass through as they came); the check is the
-/// word-at-a-time one, not `HeaderValue::to_str`'s byte loop over a multi-KB session cookie.
+/// Every `name=value` pair in the request's `Cookie` headers (undecoded, order kept) whose
+/// name and value are UTF-8.
 pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (n, v) = pair.trim().split_once('=')?;
-            Some((n.trim(), v.trim()))
-        })
+    cookie_pairs(headers)
+        .filter_map(|(n, v)| Some((std::str::from_utf8(n).ok()?, std::str::from_utf8(v).ok()?)))
+}
+
+/// Every `name=value` pair in the request's `Cookie` headers as bytes, ASCII whitespace
+/// trimmed: the separators are found with memchr and nothing is validated or copied, so a
+/// multi-KB session cookie costs little to step over.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers.get_all(COOKIE).iter().flat_map(|v| {
+        let b = v.as_bytes();
+        let mut start = 0;
+        memchr::memchr_iter(b';', b)
+            .chain(std::iter::once(b.len()))
+            .filter_map(move |end| {
+                let pair = &b[start..end];
+                start = end + 1;
+                let eq = memchr::memchr(b'=', pair)?;
+                Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+            })
+    })
 }

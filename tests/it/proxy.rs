@@ -250,6 +250,26 @@ async fn own_cookies_are_removed_and_app_cookies_kept() {
 }
 
 #[tokio::test]
+async fn own_cookies_are_removed_from_a_cookie_line_with_utf8_app_cookies() {
+    // A `Cookie` line that is not plain ASCII (an app's UTF-8 cookie) must not carry the
+    // session cookie through to the app, and the app's cookie arrives as it was sent.
+    let w = world(&[]).await;
+    let cookie = format!("lang=fran\u{e7}ais; {}", w.cookie());
+    let echo: serde_json::Value = w
+        .get("/app", &[("cookie", &cookie)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header_values(&echo, "cookie"), ["lang=fran\u{e7}ais"]);
+    assert_eq!(
+        header_values(&echo, "x-sidegate-user"),
+        ["alice"],
+        "the session on that line is still read"
+    );
+}
+
+#[tokio::test]
 async fn bad_session_cookies_are_no_session() {
     let w = world(&[]).await;
     let good = w.cookie();
