@@ -195,7 +195,7 @@ OP_REDIRECT_URIS="$SG/.sidegate/oidc/callback $SGR/.sidegate/oidc/callback $OPEN
 OP_PID=$!
 started "$OP_PID" oidc-provider
 ISSUER=
-for ((i = 0; i < 200; i++)); do   # 20 s
+for ((i = 0; i < 600; i++)); do   # 60 s (it once took over 20 s right after a clean build)
   line=$(head -n1 "$OUT/op.stdout" 2>/dev/null || true)
   if [[ $line == READY\ * ]]; then
     ISSUER=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["issuer"])' "${line#READY }") || die "bad READY line: $line"
@@ -205,7 +205,7 @@ for ((i = 0; i < 200; i++)); do   # 20 s
   proc_alive "$OP_PID" || { cat "$OUT/op.stderr" >&2; die "the test OP exited"; }
   sleep 0.1
 done
-[[ -n $ISSUER ]] || { cat "$OUT/op.stderr" >&2; die "the test OP printed no READY line in 20 s"; }
+[[ -n $ISSUER ]] || { cat "$OUT/op.stderr" >&2; die "the test OP printed no READY line in 60 s"; }
 log "test OP: pid $OP_PID, issuer $ISSUER"
 
 # ---- the SAML IdP: SimpleSAMLphp under php -S ------------------------------------

@@ -152,7 +152,7 @@ OP_REDIRECT_URIS="$SG/.sidegate/oidc/callback" OP_PORT=0 \
   node "$ROOT/tests/idp/provider.mjs" <"$OUT/op.stdin" {OP_IN}>&- >"$OUT/op.stdout" 2>"$OUT/op.stderr" &
 OP_PID=$!
 ISSUER=
-for ((i = 0; i < 200; i++)); do   # 20 s
+for ((i = 0; i < 600; i++)); do   # 60 s (it once took over 20 s right after a clean build)
   line=$(head -n1 "$OUT/op.stdout" 2>/dev/null || true)
   if [[ $line == READY\ * ]]; then
     ISSUER=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["issuer"])' "${line#READY }") || die "bad READY line: $line"
@@ -161,7 +161,7 @@ for ((i = 0; i < 200; i++)); do   # 20 s
   proc_alive "$OP_PID" || { cat "$OUT/op.stderr" >&2; die "the test OP exited"; }
   sleep 0.1
 done
-[[ -n $ISSUER ]] || { cat "$OUT/op.stderr" >&2; die "the test OP printed no READY line in 20 s"; }
+[[ -n $ISSUER ]] || { cat "$OUT/op.stderr" >&2; die "the test OP printed no READY line in 60 s"; }
 log "test OP: pid $OP_PID, issuer $ISSUER"
 
 # ---- sidegate (the configuration of bench/bench.sh) -------------------------------
