@@ -97,18 +97,7 @@ wants i && apt_ensure redis-server
 ((INSTRUCTIONS > 0)) && apt_ensure valgrind
 # php8.2-cgi satisfies php8.2's SAPI dependency without pulling in mod_php (as scripts/test-deps.sh)
 ((NEED_SAML_IDP)) && apt_ensure simplesamlphp php8.2-cli php8.2-cgi php8.2-xml openssl
-command -v node >/dev/null || die "node not found (Node.js >= 20 runs the test OP)"
-command -v python3 >/dev/null || die "python3 not found"
-PY=python3
-if ! "$PY" -c 'import requests' 2>/dev/null; then
-  log "installing the Python package requests"
-  if ! "$PY" -m pip install --quiet requests >/dev/null 2>&1; then
-    apt_ensure python3-requests
-    PY=/usr/bin/python3   # Debian's package serves Debian's interpreter
-  fi
-  "$PY" -c 'import requests' 2>/dev/null || die "cannot import requests with $PY"
-fi
-scripts/test-deps.sh   # tests/idp/node_modules (and the test packages)
+op_tools
 
 release_binary
 

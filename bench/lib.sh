@@ -77,3 +77,19 @@ stop_pid() {     # PID NAME (empty: nothing): TERM, wait up to 5 s, then KILL; t
   done
   return 0
 }
+
+op_tools() {     # sets PY: node for the test OP, a Python with requests (login.py), and the
+  # test dependencies (tests/idp/node_modules) from the project's own script
+  command -v node >/dev/null || die "node not found (Node.js >= 20 runs the test OP)"
+  command -v python3 >/dev/null || die "python3 not found"
+  PY=python3
+  if ! "$PY" -c 'import requests' 2>/dev/null; then
+    log "installing the Python package requests"
+    if ! "$PY" -m pip install --quiet requests >/dev/null 2>&1; then
+      apt_ensure python3-requests
+      PY=/usr/bin/python3   # Debian's package serves Debian's interpreter
+    fi
+    "$PY" -c 'import requests' 2>/dev/null || die "cannot import requests with $PY"
+  fi
+  "$ROOT/scripts/test-deps.sh"   # tests/idp/node_modules (and the test packages)
+}

@@ -70,18 +70,7 @@ NOFILE=$(ulimit -n)
 
 # ---- tools (as bench/bench.sh) ------------------------------------------------------
 apt_ensure wrk nginx-light curl ca-certificates iproute2
-command -v node >/dev/null || die "node not found (Node.js >= 20 runs the test OP)"
-command -v python3 >/dev/null || die "python3 not found"
-PY=python3
-if ! "$PY" -c 'import requests' 2>/dev/null; then
-  log "installing the Python package requests"
-  if ! "$PY" -m pip install --quiet requests >/dev/null 2>&1; then
-    apt_ensure python3-requests
-    PY=/usr/bin/python3   # Debian's package serves Debian's interpreter
-  fi
-  "$PY" -c 'import requests' 2>/dev/null || die "cannot import requests with $PY"
-fi
-scripts/test-deps.sh   # tests/idp/node_modules (and the test packages)
+op_tools
 
 release_binary
 
