@@ -183,19 +183,7 @@ OP_REDIRECT_URIS="$SG/.sidegate/oidc/callback $SGR/.sidegate/oidc/callback $OPEN
   node "$ROOT/tests/idp/provider.mjs" <"$OUT/op.stdin" {OP_IN}>&- >"$OUT/op.stdout" 2>"$OUT/op.stderr" &
 OP_PID=$!
 started "$OP_PID" oidc-provider
-ISSUER=
-for ((i = 0; i < 600; i++)); do   # 60 s (it once took over 20 s right after a clean build)
-  line=$(head -n1 "$OUT/op.stdout" 2>/dev/null || true)
-  if [[ $line == READY\ * ]]; then
-    ISSUER=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["issuer"])' "${line#READY }") || die "bad READY line: $line"
-    printf '%s\n' "${line#READY }" >"$OUT/op-ready.json"
-    break
-  fi
-  proc_alive "$OP_PID" || { cat "$OUT/op.stderr" >&2; die "the test OP exited"; }
-  sleep 0.1
-done
-[[ -n $ISSUER ]] || { cat "$OUT/op.stderr" >&2; die "the test OP printed no READY line in 60 s"; }
-log "test OP: pid $OP_PID, issuer $ISSUER"
+wait_op_ready "$OP_PID"
 
 # ---- the SAML IdP: SimpleSAMLphp under php -S ------------------------------------
 # Configured from tests/saml-idp (users alice/alice-pw...); the SPs it knows come
@@ -257,20 +245,9 @@ fi
 API_AUDIENCE=https://api.sidegate.test   # the test OP's JWT resource server (OP_API)
 start_sidegate() {  # NAME PORT ADMIN_PORT oidc|saml [SESSION_TOML]: run dir $OUT/NAME; sets STARTED_PID
   local name=$1 port=$2 admin=$3 login=$4 session=${5:-} dir="$OUT/$1" login_toml i ready=0
-  mkdir -p "$dir"
-  chmod 700 "$dir"
-  "$SIDEGATE" keys generate --out-dir "$dir" >"$dir/keys.log" 2>&1 {OP_IN}>&- \
-    || { cat "$dir/keys.log" >&2; die "$name: sidegate keys generate failed"; }
-  [[ -s $dir/cookie-secrets && -s $dir/assertion-key.pem ]] \
-    || die "$name: sidegate keys generate did not write cookie-secrets and assertion-key.pem"
   case $login in
     oidc)
-      (umask 077; printf 'sidegate-secret' >"$dir/client-secret")
-      login_toml="[oidc]
-issuer = \"$ISSUER\"
-client_id = \"sidegate\"
-client_secret_file = \"$dir/client-secret\"
-scopes = [\"openid\", \"email\", \"profile\", \"roles\"]
+      login_toml="$(oidc_toml "$dir")
 
 [[bearer.issuers]]
 issuer = \"$ISSUER\"
@@ -279,36 +256,7 @@ audience = \"$API_AUDIENCE\"" ;;
       login_toml="[saml]
 idp_metadata_file = \"$SAML_IDP_METADATA\"" ;;
   esac
-  cat >"$dir/sidegate.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$port"]
-admin_listen = "127.0.0.1:$admin"
-public_url = "http://127.0.0.1:$port"
-trusted_proxies = ["127.0.0.1/32"]
-# The login scenario measures logins per second from one address: no per-client cap.
-login_rate_per_minute = 0
-# The load generator opens many connections at once.
-max_connections = 20000
-
-[upstream]
-url = "$UP"
-
-$login_toml
-
-[session]
-secrets_file = "$dir/cookie-secrets"
-cookie_secure = false
-$session
-[assertion]
-signing_keys_file = "$dir/assertion-key.pem"
-
-[identity]
-roles = ["admin", "developer", "viewer"]
-default_role = "viewer"
-
-[access]
-public_paths = ["/public/"]
-EOF
+  sidegate_config "$dir" "$port" "$admin" "$login_toml" "$session"
   local wrap=() up=20
   # callgrind, counting nothing until count_scenario turns it on (start-up and login are not counted)
   ((INSTRUCTIONS > 0)) && { wrap=(valgrind --tool=callgrind --instr-atstart=no --vgdb=yes \

@@ -93,3 +93,71 @@ op_tools() {     # sets PY: node for the test OP, a Python with requests (login.
   fi
   "$ROOT/scripts/test-deps.sh"   # tests/idp/node_modules (and the test packages)
 }
+
+wait_op_ready() { # PID: until the test OP ($OUT/op.stdout) prints READY (60 s at most; it once
+  # took over 20 s right after a clean build); sets ISSUER, keeps the line in op-ready.json
+  local line i
+  ISSUER=
+  for ((i = 0; i < 600; i++)); do
+    line=$(head -n1 "$OUT/op.stdout" 2>/dev/null || true)
+    if [[ $line == READY\ * ]]; then
+      ISSUER=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["issuer"])' "${line#READY }") \
+        || die "bad READY line: $line"
+      printf '%s\n' "${line#READY }" >"$OUT/op-ready.json"
+      break
+    fi
+    proc_alive "$1" || { cat "$OUT/op.stderr" >&2; die "the test OP exited"; }
+    sleep 0.1
+  done
+  [[ -n $ISSUER ]] || { cat "$OUT/op.stderr" >&2; die "the test OP printed no READY line in 60 s"; }
+  log "test OP: pid $1, issuer $ISSUER"
+}
+
+oidc_toml() {    # DIR: prints the [oidc] block for the test OP's client `sidegate` at $ISSUER
+  # (its secret written to DIR/client-secret)
+  mkdir -p "$1"
+  (umask 077; printf 'sidegate-secret' >"$1/client-secret")
+  printf '[oidc]\nissuer = "%s"\nclient_id = "sidegate"\nclient_secret_file = "%s"\n' "$ISSUER" "$1/client-secret"
+  printf 'scopes = ["openid", "email", "profile", "roles"]\n'
+}
+
+sidegate_config() { # DIR PORT ADMIN_PORT LOGIN_TOML [SESSION_TOML]: keys and sidegate.toml in
+  # DIR (0700); the configuration every bench script measures: upstream $UP, /public/ public,
+  # no per-client login cap (one address logs in), room for many connections
+  local dir=$1
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  "$SIDEGATE" keys generate --out-dir "$dir" >"$dir/keys.log" 2>&1 \
+    || { cat "$dir/keys.log" >&2; die "$dir: sidegate keys generate failed"; }
+  [[ -s $dir/cookie-secrets && -s $dir/assertion-key.pem ]] \
+    || die "$dir: sidegate keys generate did not write cookie-secrets and assertion-key.pem"
+  cat >"$dir/sidegate.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$2"]
+admin_listen = "127.0.0.1:$3"
+public_url = "http://127.0.0.1:$2"
+trusted_proxies = ["127.0.0.1/32"]
+login_rate_per_minute = 0
+max_connections = 20000
+
+[upstream]
+url = "$UP"
+
+$4
+
+[session]
+secrets_file = "$dir/cookie-secrets"
+cookie_secure = false
+${5:-}
+
+[assertion]
+signing_keys_file = "$dir/assertion-key.pem"
+
+[identity]
+roles = ["admin", "developer", "viewer"]
+default_role = "viewer"
+
+[access]
+public_paths = ["/public/"]
+TOML
+}

@@ -65,6 +65,8 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 # ---- upstream: nginx (one worker) ---------------------------------------------------
 UPSTREAM_PORT=$(free_port)
+# shellcheck disable=SC2034  # read by sidegate_config (bench/lib.sh)
+UP="http://127.0.0.1:$UPSTREAM_PORT"
 mkdir -p "$OUT/nginx/www/public" "$OUT/nginx/tmp"
 printf 'hello from upstream\n' >"$OUT/nginx/www/index.txt"
 sed -e "s|@RUN@|$OUT/nginx|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_WORKERS@|1|g" \
@@ -83,37 +85,11 @@ printf 'mode\tsessions\tidle_kb\tminted_kb\tload_peak_kb\tafter_kb\tlogins_s\tre
 for mode in $MODES; do
   for count in $COUNTS; do
     tag="$mode-$count" dir="$OUT/$mode-$count"
-    mkdir -p "$dir"; chmod 700 "$dir"
-    "$SIDEGATE" keys generate --out-dir "$dir" >"$dir/keys.log" 2>&1 || die "$tag: keys generate failed"
     port=$(free_port) admin=$(free_port)
     store=''
     [[ $mode == memory ]] && store='store = "memory"'
-    cat >"$dir/sidegate.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$port"]
-admin_listen = "127.0.0.1:$admin"
-public_url = "http://127.0.0.1:$port"
-login_rate_per_minute = 0
-max_connections = 20000
-
-[upstream]
-url = "http://127.0.0.1:$UPSTREAM_PORT"
-
-[local]
-users_file = "$OUT/users.toml"
-
-[session]
-secrets_file = "$dir/cookie-secrets"
-cookie_secure = false
-$store
-
-[assertion]
-signing_keys_file = "$dir/assertion-key.pem"
-
-[identity]
-roles = ["admin", "viewer"]
-default_role = "viewer"
-TOML
+    sidegate_config "$dir" "$port" "$admin" "[local]
+users_file = \"$OUT/users.toml\"" "$store"
     "$SIDEGATE" run --config "$dir/sidegate.toml" </dev/null >"$dir/stdout.log" 2>"$dir/stderr.log" &
     pid=$!
     PIDS+=("$pid sidegate-$tag")

@@ -140,62 +140,11 @@ exec {OP_IN}<>"$OUT/op.stdin"
 OP_REDIRECT_URIS="$SG/.sidegate/oidc/callback" OP_PORT=0 \
   node "$ROOT/tests/idp/provider.mjs" <"$OUT/op.stdin" {OP_IN}>&- >"$OUT/op.stdout" 2>"$OUT/op.stderr" &
 OP_PID=$!
-ISSUER=
-for ((i = 0; i < 600; i++)); do   # 60 s (it once took over 20 s right after a clean build)
-  line=$(head -n1 "$OUT/op.stdout" 2>/dev/null || true)
-  if [[ $line == READY\ * ]]; then
-    ISSUER=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["issuer"])' "${line#READY }") || die "bad READY line: $line"
-    break
-  fi
-  proc_alive "$OP_PID" || { cat "$OUT/op.stderr" >&2; die "the test OP exited"; }
-  sleep 0.1
-done
-[[ -n $ISSUER ]] || { cat "$OUT/op.stderr" >&2; die "the test OP printed no READY line in 60 s"; }
-log "test OP: pid $OP_PID, issuer $ISSUER"
+wait_op_ready "$OP_PID"
 
 # ---- sidegate (the configuration of bench/bench.sh) -------------------------------
 SGRUN="$OUT/sidegate"
-mkdir -p "$SGRUN"
-chmod 700 "$SGRUN"
-"$SIDEGATE" keys generate --out-dir "$SGRUN" >"$SGRUN/keys.log" 2>&1 {OP_IN}>&- \
-  || { cat "$SGRUN/keys.log" >&2; die "sidegate keys generate failed"; }
-[[ -s $SGRUN/cookie-secrets && -s $SGRUN/assertion-key.pem ]] \
-  || die "sidegate keys generate did not write cookie-secrets and assertion-key.pem"
-(umask 077; printf 'sidegate-secret' >"$SGRUN/client-secret")
-cat >"$SGRUN/sidegate.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$SG_PORT"]
-admin_listen = "127.0.0.1:$SG_ADMIN_PORT"
-public_url = "$SG"
-trusted_proxies = ["127.0.0.1/32"]
-# The login loop logs in from one address: no per-client cap.
-login_rate_per_minute = 0
-# The load generator opens many connections at once.
-max_connections = 20000
-
-[upstream]
-url = "$UP"
-
-[oidc]
-issuer = "$ISSUER"
-client_id = "sidegate"
-client_secret_file = "$SGRUN/client-secret"
-scopes = ["openid", "email", "profile", "roles"]
-
-[session]
-secrets_file = "$SGRUN/cookie-secrets"
-cookie_secure = false
-
-[assertion]
-signing_keys_file = "$SGRUN/assertion-key.pem"
-
-[identity]
-roles = ["admin", "developer", "viewer"]
-default_role = "viewer"
-
-[access]
-public_paths = ["/public/"]
-EOF
+sidegate_config "$SGRUN" "$SG_PORT" "$SG_ADMIN_PORT" "$(oidc_toml "$SGRUN")"
 "$SIDEGATE" run --config "$SGRUN/sidegate.toml" </dev/null {OP_IN}>&- >"$SGRUN/stdout.log" 2>"$SGRUN/stderr.log" &
 SG_PID=$!
 wait_port "$SG_PORT" 20 || { tail -20 "$SGRUN/stderr.log" >&2; die "sidegate did not listen on $SG_PORT"; }
