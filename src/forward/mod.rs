@@ -146,24 +146,27 @@ impl Upstream {
         let xff = HeaderName::from_static("x-forwarded-for");
         let xfp = HeaderName::from_static("x-forwarded-proto");
         let xfh = HeaderName::from_static("x-forwarded-host");
-        let mut prev_for = None;
-        let (mut proto, mut host) = (None, None);
-        if trusted {
+        let (prev_for, proto, host) = if trusted {
             let v: Vec<&str> = headers
                 .get_all(&xff)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .collect();
-            prev_for = (!v.is_empty()).then(|| v.join(", "));
-            proto = headers.get(&xfp).cloned();
-            host = headers.get(&xfh).cloned();
-        } else if headers
-            .keys()
-            .any(|k| k == header::FORWARDED || k == "x-real-ip")
-        {
-            headers.remove(header::FORWARDED);
-            headers.remove("x-real-ip");
-        }
+            (
+                (!v.is_empty()).then(|| v.join(", ")),
+                headers.get(&xfp).cloned(),
+                headers.get(&xfh).cloned(),
+            )
+        } else {
+            if headers
+                .keys()
+                .any(|k| k == header::FORWARDED || k == "x-real-ip")
+            {
+                headers.remove(header::FORWARDED);
+                headers.remove("x-real-ip");
+            }
+            (None, None, None)
+        };
         // `insert` replaces every earlier value: no separate removal (each would hash).
         let for_value = match prev_for {
             Some(p) => format!("{p}, {peer_ip}"),
@@ -269,19 +272,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Names listed in `Connection` exist only with a `Connection` header, itself hop-by-hop:
     // a request with none of these (the usual case) costs one pass over its names.
     if headers.keys().any(is_hop) {
-        // Only names present are removed (a removal hashes); listed tokens that are already
-        // hop-by-hop names (`keep-alive`, `upgrade`) need no parsing.
-        let mut gone: Vec<HeaderName> = headers.keys().filter(|k| is_hop(k)).cloned().collect();
-        let listed = headers
+        let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(t)))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect::<Vec<_>>();
-        gone.extend(listed.into_iter().filter(|n| headers.contains_key(n)));
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        // Only names present are removed (each removal hashes).
+        let gone: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_hop(k) || listed.contains(k))
+            .cloned()
+            .collect();
         for name in gone {
             if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
                 continue;
