@@ -45,6 +45,11 @@
 #       scenario on one keep-alive connection after 200 uncounted ones; prints the
 #       instructions per request (stable on a noisy machine, unlike req/s) and keeps
 #       each scenario's profile (callgrind_annotate FILE). Scenarios b-e, i and j.
+#   ORDER=1 INSTRUCTIONS=300 SCENARIOS="b c d e i j" bench/bench.sh
+#       as INSTRUCTIONS, also counting start-up (OIDC, SAML, local accounts, Redis), each
+#       scenario's warm-up and 3 s of wrk -c16, and writes bench/symbol-order.txt: the
+#       functions that ran, grouped by who runs them. build.rs has the linker place them
+#       first, together (see BENCHMARKS.md, memory).
 # Output: .run/bench/<timestamp>/ (results.tsv, results.md, wrk logs, service logs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,13 +66,14 @@ SCENARIOS="${SCENARIOS:-a b c d e f g h i j}"
 NGINX_WORKERS="${NGINX_WORKERS:-1}"
 LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none)
 INSTRUCTIONS="${INSTRUCTIONS:-0}"  # > 0: count instructions per request (callgrind), no wrk
+ORDER="${ORDER:-0}"             # 1: with INSTRUCTIONS, write bench/symbol-order.txt
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=lib.sh
 source "$ROOT/bench/lib.sh"
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS LOGINS INSTRUCTIONS; do
+for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS LOGINS INSTRUCTIONS ORDER; do
   isint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((RUNS >= 1 && RUNS <= 10)) || die "RUNS must be 1..10"
@@ -84,9 +90,10 @@ if ((INSTRUCTIONS > 0)); then
   for s in $SCENARIOS; do [[ $s == [b-eij] ]] || die "INSTRUCTIONS counts sidegate's scenarios (b c d e i j), not '$s'"; done
   LOGINS=0
 fi
+((ORDER == 0 || INSTRUCTIONS > 0)) || die "ORDER=1 needs INSTRUCTIONS (requests per scenario), e.g. INSTRUCTIONS=300"
 # The SAML IdP serves scenario h and the SAML login timing.
 NEED_SAML_IDP=0
-{ wants h || ((LOGINS > 0)); } && NEED_SAML_IDP=1
+{ wants h || ((LOGINS > 0)) || ((ORDER)); } && NEED_SAML_IDP=1
 
 # ---- tools ----------------------------------------------------------------------
 apt_ensure wrk nginx-light curl ca-certificates
@@ -95,6 +102,7 @@ wants g && apt_ensure libapache2-mod-auth-openidc
 wants h && apt_ensure libapache2-mod-auth-mellon
 wants i && apt_ensure redis-server
 ((INSTRUCTIONS > 0)) && apt_ensure valgrind
+((ORDER)) && apt_ensure apache2-utils   # htpasswd: a local account's bcrypt hash
 # php8.2-cgi satisfies php8.2's SAPI dependency without pulling in mod_php (as scripts/test-deps.sh)
 ((NEED_SAML_IDP)) && apt_ensure simplesamlphp php8.2-cli php8.2-cgi php8.2-xml openssl
 op_tools
@@ -108,13 +116,13 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # distinct free ports, chosen while all the sockets are held (some stay unused)
 read -r UPSTREAM_PORT SG_PORT SG_ADMIN_PORT SGR_PORT SGR_ADMIN_PORT SGS_PORT SGS_ADMIN_PORT \
-  REDIS_PORT SAML_IDP_PORT APACHE_PORT OPENIDC_PORT MELLON_PORT < <("$PY" -c '
+  REDIS_PORT SAML_IDP_PORT APACHE_PORT OPENIDC_PORT MELLON_PORT SGL_PORT SGL_ADMIN_PORT < <("$PY" -c '
 import socket
-ss = [socket.socket() for _ in range(12)]
+ss = [socket.socket() for _ in range(14)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))
 for s in ss: s.close()')
-[[ -n ${MELLON_PORT:-} ]] || die "could not pick free ports"
+[[ -n ${SGL_ADMIN_PORT:-} ]] || die "could not pick free ports"
 UP="http://127.0.0.1:$UPSTREAM_PORT"
 SG="http://127.0.0.1:$SG_PORT"              # sidegate, cookie sessions (b-e)
 SGR="http://127.0.0.1:$SGR_PORT"            # sidegate, Redis sessions (i)
@@ -243,7 +251,14 @@ fi
 
 # ---- sidegate ---------------------------------------------------------------------
 API_AUDIENCE=https://api.sidegate.test   # the test OP's JWT resource server (OP_API)
-start_sidegate() {  # NAME PORT ADMIN_PORT oidc|saml [SESSION_TOML]: run dir $OUT/NAME; sets STARTED_PID
+take_dump() {  # PID DIR DEST: callgrind writes the counts so far (and zeroes them) to DEST
+  local dump
+  callgrind_control --dump=order "$1" >/dev/null || die "callgrind dump of pid $1 failed"
+  dump=$(find "$2" -maxdepth 1 -name 'callgrind.out.*' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+  [[ -n $dump ]] || die "no callgrind dump of pid $1 in $2"
+  mv "$dump" "$3"
+}
+start_sidegate() {  # NAME PORT ADMIN_PORT oidc|saml|local [SESSION_TOML]: run dir $OUT/NAME; sets STARTED_PID
   local name=$1 port=$2 admin=$3 login=$4 session=${5:-} dir="$OUT/$1" login_toml i ready=0
   case $login in
     oidc)
@@ -255,12 +270,20 @@ audience = \"$API_AUDIENCE\"" ;;
     saml)
       login_toml="[saml]
 idp_metadata_file = \"$SAML_IDP_METADATA\"" ;;
+    local)
+      printf '[[users]]\nname = "bench"\npassword_hash = "%s"\nrole = "viewer"\n' \
+        "$(htpasswd -nbB -C 4 bench bench-pw | cut -d: -f2-)" >"$OUT/users.toml"
+      login_toml="[local]
+users_file = \"$OUT/users.toml\"" ;;
   esac
   sidegate_config "$dir" "$port" "$admin" "$login_toml" "$session"
   local wrap=() up=20
-  # callgrind, counting nothing until count_scenario turns it on (start-up and login are not counted)
-  ((INSTRUCTIONS > 0)) && { wrap=(valgrind --tool=callgrind --instr-atstart=no --vgdb=yes \
-    --callgrind-out-file="$dir/callgrind.out"); up=120; }
+  # callgrind, counting nothing until count_scenario turns it on (start-up and login are not
+  # counted); ORDER counts start-up and keeps symbol names as the linker knows them
+  local atstart=no demangle=yes
+  ((ORDER)) && { atstart=yes demangle=no; }
+  ((INSTRUCTIONS > 0)) && { wrap=(valgrind --tool=callgrind "--instr-atstart=$atstart" "--demangle=$demangle" \
+    --vgdb=yes --callgrind-out-file="$dir/callgrind.out"); up=120; }
   "${wrap[@]}" "$SIDEGATE" run --config "$dir/sidegate.toml" </dev/null {OP_IN}>&- >"$dir/stdout.log" 2>"$dir/stderr.log" &
   STARTED_PID=$!
   started "$STARTED_PID" "$name"
@@ -272,9 +295,16 @@ idp_metadata_file = \"$SAML_IDP_METADATA\"" ;;
   done
   ((ready)) || log "WARNING: $name's /readyz did not answer 200 in 30 s; going on, the probes will tell"
   log "$name: pid $STARTED_PID on http://127.0.0.1:$port (admin 127.0.0.1:$admin)"
+  if ((ORDER)); then  # start-up apart
+    take_dump "$STARTED_PID" "$dir" "$OUT/startup-$name.callgrind"
+  fi
 }
 start_sidegate sidegate "$SG_PORT" "$SG_ADMIN_PORT" oidc
 SG_PID=$STARTED_PID
+if ((ORDER)); then  # the other login kinds' start-up, for the symbol order only
+  start_sidegate sidegate-saml "$SGS_PORT" "$SGS_ADMIN_PORT" saml
+  start_sidegate sidegate-local "$SGL_PORT" "$SGL_ADMIN_PORT" local
+fi
 
 # ---- i: Redis, and a sidegate keeping its sessions there ---------------------------
 if wants i; then
@@ -358,7 +388,7 @@ BROWSER_HDR=(-H "Accept: text/html,application/xhtml+xml,*/*;q=0.8" -H "User-Age
 
 count_scenario() {  # ROUND ID URL EXPECT SUT_PID SUT_NAME [extra header args]: callgrind counts
   local round=$1 id=$2 url=$3 expect=$4 sut=$5 sutname=$6; shift 6
-  local hdr=("${BROWSER_HDR[@]}" "$@") tag="r${round}-${id}" dump ir
+  local hdr=("${BROWSER_HDR[@]}" "$@") tag="r${round}-${id}" ir
   proc_alive "$sut" || die "$tag: $sutname (pid $sut) is not running"
   requests() { timeout -k 5 600 "$PY" - "$1" "$url" "$expect" "${hdr[@]}" {OP_IN}>&- <<'PY'
 import http.client, sys, urllib.parse
@@ -374,15 +404,19 @@ for i in range(n):
 PY
   }
   requests 200 || die "$tag: the uncounted requests failed"
-  if ! { callgrind_control -z "$sut" && callgrind_control -i on "$sut"; } >/dev/null; then
+  if ((ORDER)); then   # counting all along: the warm-up (and the login before it) apart
+    take_dump "$sut" "$OUT/$sutname" "$OUT/warm-$tag.callgrind"
+  elif ! { callgrind_control -z "$sut" && callgrind_control -i on "$sut"; } >/dev/null; then
     die "$tag: callgrind_control could not reach pid $sut"
   fi
   requests "$INSTRUCTIONS" || die "$tag: the counted requests failed"
-  callgrind_control -i off "$sut" >/dev/null
-  callgrind_control -d "$tag" "$sut" >/dev/null || die "$tag: callgrind dump failed"
-  dump=$(find "$OUT/$sutname" -maxdepth 1 -name 'callgrind.out.*' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
-  [[ -n $dump ]] || die "$tag: no callgrind dump in $OUT/$sutname"
-  mv "$dump" "$OUT/$tag.callgrind"
+  ((ORDER)) || callgrind_control -i off "$sut" >/dev/null
+  take_dump "$sut" "$OUT/$sutname" "$OUT/$tag.callgrind"
+  if ((ORDER)); then   # what only concurrent connections run (accept, parking, stealing)
+    timeout -k 5 60 wrk -t2 -c16 -d3s "${hdr[@]}" "$url" >"$OUT/load-$tag.wrk" 2>&1 {OP_IN}>&- \
+      || die "$tag: wrk under callgrind failed"
+    take_dump "$sut" "$OUT/$sutname" "$OUT/load-$tag.callgrind"
+  fi
   ir=$(awk '/^totals:/{print $2; exit}' "$OUT/$tag.callgrind")
   [[ -n $ir ]] || die "$tag: no instruction total in $OUT/$tag.callgrind"
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$id" "$url" "$INSTRUCTIONS" "$ir" "$((ir / INSTRUCTIONS))" >>"$OUT/instructions.tsv"
@@ -568,6 +602,56 @@ for sid in dict.fromkeys(r["scenario"] for r in rows):
     per = [int(r["instructions_per_request"]) for r in rs]
     print(f"| {sid} | {rs[0]['requests']} | {statistics.median(per):,.0f} | {', '.join(f'{p:,}' for p in per)} |")
 PY
+  if ((ORDER)); then
+    nm --defined-only "$SIDEGATE" | awk '$2 ~ /^[tTwW]$/ {print $3}' >"$OUT/text-symbols.txt"
+    "$PY" - "$OUT" "$OUT/text-symbols.txt" "$HERE/symbol-order.txt" >>"$OUT/results.md" <<'PY'
+import collections, glob, os, re, sys
+out, known, dest = sys.argv[1], set(open(sys.argv[2]).read().split()), sys.argv[3]
+
+def self_cost(path):  # function name -> its own instructions, from one callgrind dump
+    names, cost, cur, skip = {}, collections.Counter(), None, False
+    for line in open(path, errors="replace"):
+        if skip:
+            skip = False
+            continue
+        m = re.match(r"fn=\((\d+)\)(?: (\S+))?", line)
+        if m:
+            cur = names.setdefault(m.group(1), m.group(2))
+        elif line.startswith("calls="):
+            skip = True   # the next line is the call's inclusive cost
+        elif cur and line[:1] in "0123456789+-*":
+            cost[cur] += int(line.split()[-1])
+        else:
+            m = re.match(r"c?fn=\((\d+)\) (\S+)", line)
+            if m:
+                names.setdefault(m.group(1), m.group(2))
+    return cost
+
+dumps = {os.path.basename(p): self_cost(p) for p in glob.glob(os.path.join(out, "*.callgrind"))}
+starts = [set(c) for name, c in dumps.items() if name.startswith("startup-")]
+hot, ran = set(), collections.Counter()
+for name, c in dumps.items():
+    ran.update(c)
+    if not name.startswith("startup-"):
+        hot |= set(c)
+
+# Pages are mapped 64 KiB around each first touch, so functions that run together sit
+# together: those every start-up runs (request-path ones first), then the request path,
+# then by the set of start-ups that run them; most instructions first within a group.
+def place(n):
+    runs_at = tuple(i for i, s in enumerate(starts) if n in s)
+    if len(runs_at) == len(starts):
+        return (0, (), n not in hot, -ran[n])
+    if n in hot and not runs_at:
+        return (1, (), False, -ran[n])
+    return (2, (-len(runs_at), runs_at), n not in hot, -ran[n])
+
+order = sorted((n for n in ran if n in known), key=place)
+open(dest, "w").write("\n".join(order) + "\n")
+print(f"\nSymbol order: {len(order)} functions ({len(hot & known)} on the request paths) "
+      f"of {len(known)} in the binary -> {os.path.relpath(dest)}")
+PY
+  fi
   cat "$OUT/results.md"
   log "results: $OUT/results.md (profiles: callgrind_annotate $OUT/r1-c-session.callgrind)"
   exit 0
