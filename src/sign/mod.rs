@@ -41,10 +41,11 @@ struct AssertionClaims<'a> {
     extra: std::collections::BTreeMap<&'a str, &'a serde_json::Value>,
 }
 
-/// Ready-made header values for one session.
+/// Ready-made header values for one session: every value is a view into one shared buffer,
+/// so a cached entry holds few allocations and applying it copies no bytes.
 #[derive(Debug)]
 pub struct IdentityHeaders {
-    values: Vec<(HeaderName, HeaderValue)>,
+    values: Box<[(HeaderName, HeaderValue)]>,
     exp: i64,
     /// Which version of the session it was built from (its refresh time): a session
     /// refreshed on another replica gets new headers here too.
@@ -54,7 +55,7 @@ pub struct IdentityHeaders {
 impl IdentityHeaders {
     /// Sets every identity header on `headers` (replacing whatever was there).
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (n, v) in &self.values {
+        for (n, v) in self.values.iter() {
             headers.insert(n.clone(), v.clone());
         }
     }
@@ -265,27 +266,40 @@ impl Signer {
         let header = key.jwt_header();
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
             .expect("signing with a validated key");
-        let hv = |s: &str| {
-            HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+        let mut text = String::with_capacity(token.len() + 64);
+        let mut parts: Vec<(HeaderName, std::ops::Range<usize>)> = Vec::with_capacity(8);
+        let mut push = |name: &HeaderName, value: &str, text: &mut String| {
+            let start = text.len();
+            text.push_str(value);
+            parts.push((name.clone(), start..text.len()));
         };
-        let assertion = HeaderValue::from_str(&token).expect("JWS is ascii");
-        let mut values = vec![
-            (self.names.user.clone(), hv(&id.user)),
-            (self.names.role.clone(), hv(&id.role)),
-            (self.names.teams.clone(), hv(&id.teams.join(","))),
-        ];
-        for c in &self.cfg.compat_headers {
-            values.push((c.header_name(), assertion.clone()));
-        }
-        values.push((self.names.assertion.clone(), assertion));
+        push(&self.names.assertion, &token, &mut text);
+        push(&self.names.user, &id.user, &mut text);
+        push(&self.names.role, &id.role, &mut text);
+        push(&self.names.teams, &id.teams.join(","), &mut text);
         if let Some(e) = &id.email {
-            values.push((self.names.email.clone(), hv(e)));
+            push(&self.names.email, e, &mut text);
         }
         for (name, header) in &self.names.extra {
             if let Some((_, v)) = id.extra.iter().find(|(n, _)| n == name) {
-                values.push((header.clone(), hv(&header_text(v))));
+                push(header, &header_text(v), &mut text);
             }
         }
+        let jws = parts[0].1.clone();
+        for c in &self.cfg.compat_headers {
+            parts.push((c.header_name(), jws.clone()));
+        }
+        text.shrink_to_fit();
+        let text = Bytes::from(text);
+        // A value with bytes a header cannot carry is sent empty.
+        let values = parts
+            .into_iter()
+            .map(|(n, r)| {
+                let v = HeaderValue::from_maybe_shared(text.slice(r))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""));
+                (n, v)
+            })
+            .collect();
         IdentityHeaders {
             values,
             exp,
