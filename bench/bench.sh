@@ -271,8 +271,7 @@ audience = \"$API_AUDIENCE\"" ;;
       login_toml="[saml]
 idp_metadata_file = \"$SAML_IDP_METADATA\"" ;;
     local)
-      printf '[[users]]\nname = "bench"\npassword_hash = "%s"\nrole = "viewer"\n' \
-        "$(htpasswd -nbB -C 4 bench bench-pw | cut -d: -f2-)" >"$OUT/users.toml"
+      local_account "$OUT/users.toml"
       login_toml="[local]
 users_file = \"$OUT/users.toml\"" ;;
   esac

@@ -1,4 +1,4 @@
-# Sourced by bench/bench.sh and bench/soak.sh: what both need, once. The caller sets ROOT
+# Sourced by bench/bench.sh, soak.sh and memory.sh: what they share, once. The caller sets ROOT
 # and defines `log` and `die` first. Debian packages come through the project's own
 # `apt_ensure` (scripts/lib/deps.sh: idempotent, no service started, one log).
 # shellcheck shell=bash
@@ -119,6 +119,15 @@ oidc_toml() {    # DIR: prints the [oidc] block for the test OP's client `sidega
   (umask 077; printf 'sidegate-secret' >"$1/client-secret")
   printf '[oidc]\nissuer = "%s"\nclient_id = "sidegate"\nclient_secret_file = "%s"\n' "$ISSUER" "$1/client-secret"
   printf 'scopes = ["openid", "email", "profile", "roles"]\n'
+}
+
+local_account() { # FILE: a users file with one local account, bench / bench-pw (bcrypt cost 4,
+  # so a sign-in costs about a millisecond); needs htpasswd (apache2-utils)
+  local hash
+  hash=$(htpasswd -nbB -C 4 bench bench-pw | cut -d: -f2-)
+  [[ $hash == \$2* ]] || die "htpasswd did not make a bcrypt hash"
+  printf '[[users]]\nname = "bench"\npassword_hash = "%s"\nrole = "viewer"\nteams = ["bench"]\nemail = "bench@example.test"\n' \
+    "$hash" >"$1"
 }
 
 sidegate_config() { # DIR PORT ADMIN_PORT LOGIN_TOML [SESSION_TOML]: keys and sidegate.toml in

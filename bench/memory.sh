@@ -76,10 +76,7 @@ PIDS+=("$! nginx")
 wait_port "$UPSTREAM_PORT" 10 || die "nginx did not come up"
 
 # ---- the local account --------------------------------------------------------------
-HASH=$(htpasswd -nbB -C 4 bench bench-pw | cut -d: -f2-)
-[[ $HASH == \$2* ]] || die "htpasswd did not make a bcrypt hash"
-printf '[[users]]\nname = "bench"\npassword_hash = "%s"\nrole = "viewer"\nteams = ["bench"]\nemail = "bench@example.test"\n' \
-  "$HASH" >"$OUT/users.toml"
+local_account "$OUT/users.toml"
 
 printf 'mode\tsessions\tidle_kb\tminted_kb\tload_peak_kb\tafter_kb\tlogins_s\trequests\trps\tp99_us\terrors\n' >"$OUT/results.tsv"
 for mode in $MODES; do
