@@ -1,6 +1,9 @@
 -- wrk script for bench/memory.sh: every request carries the next session cookie from the
 -- file given after `--` (one `name=value` per line), so the load touches every session.
--- Each thread starts at its own offset; done() prints the same STATS line as wrk-stats.lua.
+-- Each thread starts at its own offset; done() is wrk-stats.lua's (its STATS line), loaded
+-- from beside this file.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk-stats.lua")
+
 local cookies, i = {}, 0
 local n_threads, thread_no = 0, 0
 
@@ -20,15 +23,4 @@ end
 request = function()
   i = i % #cookies + 1
   return wrk.format("GET", "/", { ["Cookie"] = cookies[i] })
-end
-
-done = function(summary, latency, requests)
-  local s = summary
-  local secs = s.duration / 1e6
-  io.write(string.format(
-    "STATS requests=%d duration_s=%.3f bytes=%d rps=%.1f p50_us=%d p99_us=%d max_us=%d " ..
-    "err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d\n",
-    s.requests, secs, s.bytes, s.requests / secs,
-    latency:percentile(50), latency:percentile(99), latency.max,
-    s.errors.connect, s.errors.read, s.errors.write, s.errors.status, s.errors.timeout))
 end
