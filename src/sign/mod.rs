@@ -41,11 +41,29 @@ struct AssertionClaims<'a> {
     extra: std::collections::BTreeMap<&'a str, &'a serde_json::Value>,
 }
 
-/// Ready-made header values for one session: every value is a view into one shared buffer,
-/// so a cached entry holds few allocations and applying it copies no bytes.
+/// Header names, shared by every cached entry of one signer (an entry keeps offsets, not
+/// names: one entry per live session is most of sidegate's memory).
+#[derive(Debug)]
+struct Names {
+    /// Where the assertion goes: its own header, then each compatibility header.
+    assertion: Box<[HeaderName]>,
+    /// The plain headers, in the order `build` pushes them: user, role, teams, email, then
+    /// the configured extra claims.
+    plain: Box<[HeaderName]>,
+}
+
+/// Ready-made header values for one session. Every value is a view into one buffer, so
+/// applying an entry copies no bytes; the assertion is kept as a checked header value and
+/// the short plain values as offsets (checked again when applied: a few dozen bytes).
 #[derive(Debug)]
 pub struct IdentityHeaders {
-    values: Box<[(HeaderName, HeaderValue)]>,
+    names: Arc<Names>,
+    /// The assertion (a view of `text`).
+    assertion: HeaderValue,
+    /// The assertion, then every plain value, back to back.
+    text: Bytes,
+    /// Per plain value: its index in `Names::plain` and its range in `text`.
+    plain: Box<[(u16, u32, u32)]>,
     exp: i64,
     /// Which version of the session it was built from (its refresh time): a session
     /// refreshed on another replica gets new headers here too.
@@ -55,8 +73,21 @@ pub struct IdentityHeaders {
 impl IdentityHeaders {
     /// Sets every identity header on `headers` (replacing whatever was there).
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (n, v) in self.values.iter() {
-            headers.insert(n.clone(), v.clone());
+        for name in self.names.assertion.iter() {
+            headers.insert(name.clone(), self.assertion.clone());
+        }
+        for &(i, start, end) in self.plain.iter() {
+            let (Some(name), Some(bytes)) = (
+                self.names.plain.get(usize::from(i)),
+                self.text.get(start as usize..end as usize),
+            ) else {
+                continue;
+            };
+            // Checked when built (a bad value became empty), so this cannot fail; if it
+            // did, the header would be sent empty rather than with unchecked bytes.
+            let value = HeaderValue::from_maybe_shared(self.text.slice_ref(bytes))
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+            headers.insert(name.clone(), value);
         }
     }
 }
@@ -65,6 +96,8 @@ impl IdentityHeaders {
 pub struct Signer {
     cfg: AssertionConfig,
     names: HeaderConfig,
+    /// The same names, shared with every cached entry.
+    shared_names: Arc<Names>,
     issuer: String,
     strip_set: Vec<String>,
     jwks: Bytes,
@@ -126,7 +159,18 @@ impl Signer {
             "keys": cfg.keys.all().iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>()
         });
         let ttl = cfg.lifetime.mul_f32(0.8);
+        let shared_names = Arc::new(Names {
+            assertion: std::iter::once(names.assertion.clone())
+                .chain(cfg.compat_headers.iter().map(|c| c.header_name()))
+                .collect(),
+            plain: [&names.user, &names.role, &names.teams, &names.email]
+                .into_iter()
+                .chain(names.extra.iter().map(|(_, h)| h))
+                .cloned()
+                .collect(),
+        });
         Signer {
+            shared_names,
             names,
             issuer,
             strip_set,
@@ -266,42 +310,55 @@ impl Signer {
         let header = key.jwt_header();
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
             .expect("signing with a validated key");
+        // The plain values, each with its index in `Names::plain` (user, role, teams, email,
+        // extras). A value with bytes a header cannot carry is sent empty.
+        let teams = id.teams.join(",");
+        let fixed = [
+            Some(id.user.as_str()),
+            Some(id.role.as_str()),
+            Some(teams.as_str()),
+            id.email.as_deref(),
+        ];
+        let extra: Vec<Option<String>> = self
+            .names
+            .extra
+            .iter()
+            .map(|(name, _)| {
+                id.extra
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| header_text(v))
+            })
+            .collect();
+        let values = fixed
+            .into_iter()
+            .chain(extra.iter().map(Option::as_deref))
+            .enumerate()
+            .filter_map(|(i, v)| Some((u16::try_from(i).ok()?, v?)));
         let mut text = String::with_capacity(token.len() + 64);
-        let mut parts: Vec<(HeaderName, std::ops::Range<usize>)> = Vec::with_capacity(8);
-        let mut push = |name: &HeaderName, value: &str, text: &mut String| {
+        text.push_str(&token);
+        let mut plain = Vec::with_capacity(8);
+        for (i, v) in values {
+            let v = if HeaderValue::from_str(v).is_ok() {
+                v
+            } else {
+                ""
+            };
             let start = text.len();
-            text.push_str(value);
-            parts.push((name.clone(), start..text.len()));
-        };
-        push(&self.names.assertion, &token, &mut text);
-        push(&self.names.user, &id.user, &mut text);
-        push(&self.names.role, &id.role, &mut text);
-        push(&self.names.teams, &id.teams.join(","), &mut text);
-        if let Some(e) = &id.email {
-            push(&self.names.email, e, &mut text);
-        }
-        for (name, header) in &self.names.extra {
-            if let Some((_, v)) = id.extra.iter().find(|(n, _)| n == name) {
-                push(header, &header_text(v), &mut text);
+            text.push_str(v);
+            if let (Ok(a), Ok(b)) = (u32::try_from(start), u32::try_from(text.len())) {
+                plain.push((i, a, b));
             }
-        }
-        let jws = parts[0].1.clone();
-        for c in &self.cfg.compat_headers {
-            parts.push((c.header_name(), jws.clone()));
         }
         text.shrink_to_fit();
         let text = Bytes::from(text);
-        // A value with bytes a header cannot carry is sent empty.
-        let values = parts
-            .into_iter()
-            .map(|(n, r)| {
-                let v = HeaderValue::from_maybe_shared(text.slice(r))
-                    .unwrap_or_else(|_| HeaderValue::from_static(""));
-                (n, v)
-            })
-            .collect();
+        let assertion = HeaderValue::from_maybe_shared(text.slice(..token.len()))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
         IdentityHeaders {
-            values,
+            names: self.shared_names.clone(),
+            assertion,
+            text,
+            plain: plain.into_boxed_slice(),
             exp,
             version: 0,
         }

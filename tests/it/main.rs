@@ -29,6 +29,7 @@ mod replicas;
 mod saml;
 mod saml_check;
 mod saml_prop;
+mod sign;
 mod store;
 mod support;
 mod tidy;
