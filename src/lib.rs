@@ -27,6 +27,7 @@ pub mod forward;
 pub mod identity;
 pub mod keys;
 pub mod login;
+pub mod memory;
 pub mod pages;
 pub mod pipeline;
 pub mod policy;
@@ -117,6 +118,32 @@ fn background(cx: &Arc<pipeline::Context>) -> Vec<tokio::task::JoinHandle<()>> {
     tasks
 }
 
+/// How long start-up code may run (IdP discovery retried) before it is paged out anyway.
+const STARTUP_SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Once the IdPs have loaded (or after `STARTUP_SETTLE_MAX`), pages out the code only
+/// start-up ran: it leaves RSS, and what the request path uses comes back on first use.
+fn page_out_startup_code(live: Arc<Live>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !memory::pages_out_when_ready() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + STARTUP_SETTLE_MAX;
+        while !live.cx.load().login.idps_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Let the first requests' one-off work (pools, caches) finish first.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Ok(p) = tokio::task::spawn_blocking(memory::page_out_code).await {
+            tracing::debug!(
+                mappings = p.mappings,
+                mib = p.bytes / (1024 * 1024),
+                "start-up code paged out"
+            );
+        }
+    })
+}
+
 /// How long a reload waits for the new config's IdPs before switching anyway.
 const RELOAD_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -134,10 +161,7 @@ async fn apply_reload(live: &Live, config: config::Config) {
     };
     let tasks = background(&cx);
     let deadline = tokio::time::Instant::now() + RELOAD_READY_WAIT;
-    while !(cx.login.oidc.iter().all(|p| p.is_ready())
-        && cx.login.saml.as_ref().is_none_or(|s| s.is_ready()))
-        && tokio::time::Instant::now() < deadline
-    {
+    while !cx.login.idps_ready() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     live.cx.store(cx);
@@ -191,6 +215,7 @@ pub async fn run_reloading(
         let handler = move |req, _from| admin::handle(live.cx.load_full(), req);
         tasks.spawn(accept::serve(l, None, opts, handler, shutdown.clone()));
     }
+    let settle = page_out_startup_code(live.clone());
     let reloader = reloads.map(|mut rx| {
         let live = live.clone();
         tokio::spawn(async move {
@@ -208,6 +233,7 @@ pub async fn run_reloading(
     cx.tunnels.drain(opts.shutdown_grace).await;
     for task in reloader
         .into_iter()
+        .chain([settle])
         .chain(std::mem::take(&mut *live.tasks.lock().expect("tasks lock")))
     {
         task.abort();

@@ -120,6 +120,8 @@ fn load(path: &Path) -> Result<sidegate::config::Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // This process is sidegate alone: its start-up code may leave RSS once it is ready.
+    sidegate::memory::page_out_when_ready();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig { online } => match load(&cli.config) {

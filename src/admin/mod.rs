@@ -126,9 +126,7 @@ pub async fn handle(cx: Arc<Context>, req: Request<Incoming>) -> Response<Body> 
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" => {
-            if !(cx.login.oidc.iter().all(|p| p.is_ready())
-                && cx.login.saml.as_ref().is_none_or(|s| s.is_ready()))
-            {
+            if !cx.login.idps_ready() {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: IdP discovery not loaded\n".into(),

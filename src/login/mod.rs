@@ -72,6 +72,11 @@ enum Choice<'a> {
 }
 
 impl Login {
+    /// Whether every IdP's discovery or metadata has loaded (logins can start).
+    pub fn idps_ready(&self) -> bool {
+        self.oidc.iter().all(|p| p.is_ready()) && self.saml.as_ref().is_none_or(|s| s.is_ready())
+    }
+
     fn oidc_named(&self, name: &str) -> Option<&Arc<oidc::Provider>> {
         self.oidc.iter().find(|p| p.name() == name)
     }
