@@ -46,10 +46,11 @@
 #       instructions per request (stable on a noisy machine, unlike req/s) and keeps
 #       each scenario's profile (callgrind_annotate FILE). Scenarios b-e, i and j.
 #   ORDER=1 INSTRUCTIONS=300 SCENARIOS="b c d e i j" bench/bench.sh
-#       as INSTRUCTIONS, also counting start-up (OIDC, SAML, local accounts, Redis), each
-#       scenario's warm-up and 3 s of wrk -c16, and writes bench/symbol-order.txt: the
-#       functions that ran, grouped by who runs them. build.rs has the linker place them
-#       first, together (see BENCHMARKS.md, memory).
+#       as INSTRUCTIONS, also counting start-up (OIDC, SAML, local accounts, Redis), 20
+#       local sign-ins, each scenario's warm-up and 3 s of wrk -c16, and writes
+#       bench/symbol-order.txt: the functions that ran, those requests and logins run
+#       first. build.rs has the linker place them first, together (see BENCHMARKS.md,
+#       memory).
 # Output: .run/bench/<timestamp>/ (results.tsv, results.md, wrk logs, service logs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -303,6 +304,10 @@ SG_PID=$STARTED_PID
 if ((ORDER)); then  # the other login kinds' start-up, for the symbol order only
   start_sidegate sidegate-saml "$SGS_PORT" "$SGS_ADMIN_PORT" saml
   start_sidegate sidegate-local "$SGL_PORT" "$SGL_ADMIN_PORT" local
+  # the local sign-in (form, password check, new session) apart
+  timeout -k 5 300 "$PY" "$HERE/local-signin.py" "http://127.0.0.1:$SGL_PORT" 20 1 /dev/null {OP_IN}>&- \
+    || die "local sign-ins under callgrind failed"
+  take_dump "$STARTED_PID" "$OUT/sidegate-local" "$OUT/login-local.callgrind"
 fi
 
 # ---- i: Redis, and a sidegate keeping its sessions there ---------------------------
@@ -635,15 +640,15 @@ for name, c in dumps.items():
         hot |= set(c)
 
 # Pages are mapped 64 KiB around each first touch, so functions that run together sit
-# together: those every start-up runs (request-path ones first), then the request path,
-# then by the set of start-ups that run them; most instructions first within a group.
+# together. Once ready, sidegate pages its code out (src/memory.rs) and what requests and
+# logins run comes back: so first every function they run (most instructions first), then
+# start-up's alone, those every start-up runs first, then by the set of start-ups that
+# run them (what one configuration's start-up touches before the page-out stays close).
 def place(n):
+    if n in hot:
+        return (0, (), -ran[n])
     runs_at = tuple(i for i, s in enumerate(starts) if n in s)
-    if len(runs_at) == len(starts):
-        return (0, (), n not in hot, -ran[n])
-    if n in hot and not runs_at:
-        return (1, (), False, -ran[n])
-    return (2, (-len(runs_at), runs_at), n not in hot, -ran[n])
+    return (1, (-len(runs_at), runs_at), -ran[n])
 
 order = sorted((n for n in ran if n in known), key=place)
 open(dest, "w").write("\n".join(order) + "\n")
