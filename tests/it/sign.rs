@@ -11,29 +11,27 @@ use serde_json::{json, Value};
 use sidegate::identity::Identity;
 use sidegate::sign::Signer;
 
-fn signer() -> (tempfile::TempDir, Signer) {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = sidegate::keys::generate(false);
-    std::fs::write(
-        dir.path().join("cookie-secrets"),
-        format!("{}\n", keys.cookie_secret),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("assertion-key.pem"), &keys.signing_key_pem).unwrap();
-    std::fs::write(dir.path().join("client-secret"), "s\n").unwrap();
-    let text = "[server]\npublic_url = \"https://app.example.com\"\n\
-         [upstream]\nurl = \"http://127.0.0.1:9\"\n\
-         [oidc]\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"c\"\nclient_secret_file = \"client-secret\"\n\
-         [session]\nsecrets_file = \"cookie-secrets\"\n\
-         [assertion]\nsigning_keys_file = \"assertion-key.pem\"\ncompat_headers = [\"pomerium\", \"iap\"]\n\
-         [headers]\nuser = \"Remote-User\"\n\
-         [identity]\nroles = [\"admin\", \"viewer\"]\ndefault_role = \"viewer\"\n\
-         [[identity.extra]]\nname = \"department\"\nheader = \"X-Department\"\n\
-         [[identity.extra]]\nname = \"cost_center\"\nheader = \"X-Cost-Center\"\n\
-         [[identity.extra]]\nname = \"level\"\n";
-    let cfg = sidegate::config::load(text, &Default::default(), dir.path()).unwrap();
-    let signer = Signer::new(cfg.assertion, cfg.headers, "https://app.example.com".into());
-    (dir, signer)
+use crate::support::{config_text, load, Keys};
+
+fn signer() -> Signer {
+    let keys = Keys::new();
+    let text = config_text(
+        "https://app.example.com",
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9",
+        &[
+            ("assertion", "compat_headers = [\"pomerium\", \"iap\"]"),
+            ("headers", "user = \"Remote-User\""),
+            (
+                "identity",
+                "[[identity.extra]]\nname = \"department\"\nheader = \"X-Department\"\n\
+                 [[identity.extra]]\nname = \"cost_center\"\nheader = \"X-Cost-Center\"\n\
+                 [[identity.extra]]\nname = \"level\"",
+            ),
+        ],
+    );
+    let cfg = load(&text, &keys);
+    Signer::new(cfg.assertion, cfg.headers, "https://app.example.com".into())
 }
 
 fn identity(user: &str, email: Option<&str>, extra: Vec<(&str, Value)>) -> Identity {
@@ -71,7 +69,7 @@ fn claims(h: &HeaderMap) -> Value {
 
 #[test]
 fn every_configured_header_gets_its_own_value() {
-    let (_dir, signer) = signer();
+    let signer = signer();
     let id = identity(
         "alice",
         Some("alice@example.com"),
@@ -103,7 +101,7 @@ fn every_configured_header_gets_its_own_value() {
 
 #[test]
 fn no_email_sends_no_email_header_and_the_rest_keep_their_names() {
-    let (_dir, signer) = signer();
+    let signer = signer();
     let id = identity("bob", None, vec![("cost_center", json!(["cc-1", "cc-2"]))]);
     let h = applied(&signer, "s2", &id);
     assert_eq!(h.get("x-sidegate-email"), None);
@@ -115,7 +113,7 @@ fn no_email_sends_no_email_header_and_the_rest_keep_their_names() {
 
 #[test]
 fn a_value_a_header_cannot_carry_is_sent_empty_and_stays_in_the_assertion() {
-    let (_dir, signer) = signer();
+    let signer = signer();
     let id = identity(
         "mallory\r\nX-Sidegate-Role: admin",
         Some("m@example.com"),
