@@ -54,7 +54,7 @@ struct Names {
 
 /// Ready-made header values for one session. Every value is a view into one buffer, so
 /// applying an entry copies no bytes; the assertion is kept as a checked header value and
-/// the short plain values as offsets (checked again when applied: a few dozen bytes).
+/// the short plain values as offsets (checked when applied: a few dozen bytes).
 #[derive(Debug)]
 pub struct IdentityHeaders {
     names: Arc<Names>,
@@ -83,8 +83,7 @@ impl IdentityHeaders {
             ) else {
                 continue;
             };
-            // Checked when built (a bad value became empty), so this cannot fail; if it
-            // did, the header would be sent empty rather than with unchecked bytes.
+            // The one check of a plain value: one a header cannot carry is sent empty.
             let value = HeaderValue::from_maybe_shared(self.text.slice_ref(bytes))
                 .unwrap_or_else(|_| HeaderValue::from_static(""));
             headers.insert(name.clone(), value);
@@ -311,7 +310,7 @@ impl Signer {
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
             .expect("signing with a validated key");
         // The plain values, each with its index in `Names::plain` (user, role, teams, email,
-        // extras). A value with bytes a header cannot carry is sent empty.
+        // extras); `apply` checks them.
         let teams = id.teams.join(",");
         let fixed = [
             Some(id.user.as_str()),
@@ -339,11 +338,6 @@ impl Signer {
         text.push_str(&token);
         let mut plain = Vec::with_capacity(8);
         for (i, v) in values {
-            let v = if HeaderValue::from_str(v).is_ok() {
-                v
-            } else {
-                ""
-            };
             let start = text.len();
             text.push_str(v);
             if let (Ok(a), Ok(b)) = (u32::try_from(start), u32::try_from(text.len())) {
