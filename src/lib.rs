@@ -121,8 +121,9 @@ fn background(cx: &Arc<pipeline::Context>) -> Vec<tokio::task::JoinHandle<()>> {
 /// How long start-up code may run (IdP discovery retried) before it is paged out anyway.
 const STARTUP_SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Once the IdPs have loaded (or after `STARTUP_SETTLE_MAX`), pages out the code only
-/// start-up ran: it leaves RSS, and what the request path uses comes back on first use.
+/// Once the IdPs have loaded (or after `STARTUP_SETTLE_MAX`), pages out the code and
+/// read-only data only start-up used: they leave RSS, and what the request path uses comes
+/// back on first use.
 fn page_out_startup_code(live: Arc<Live>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if !memory::pages_out_when_ready() {
@@ -134,11 +135,11 @@ fn page_out_startup_code(live: Arc<Live>) -> tokio::task::JoinHandle<()> {
         }
         // Let the first requests' one-off work (pools, caches) finish first.
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        if let Ok(p) = tokio::task::spawn_blocking(memory::page_out_code).await {
+        if let Ok(p) = tokio::task::spawn_blocking(memory::page_out_read_only).await {
             tracing::debug!(
                 mappings = p.mappings,
                 mib = p.bytes / (1024 * 1024),
-                "start-up code paged out"
+                "start-up code and read-only data paged out"
             );
         }
     })
