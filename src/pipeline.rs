@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::login::{self, Login};
 use crate::policy::{self, Facts, Need, Policy, Refusal};
 use crate::route::{normalize, Endpoint, Own, Routes};
-use crate::session::{unix, Checked, Invalid, Sessions};
+use crate::session::{unix, Checked, Invalid, Session, Sessions};
 use crate::sign::{IdentityHeaders, Signer};
 use crate::{admin::Metrics, Body, BoxError};
 
@@ -311,11 +311,11 @@ impl std::fmt::Display for NoCredential {
     }
 }
 
-/// Who a credential names: the session's own identity, or the one cached for a bearer
-/// token (shared, so the token path copies nothing per request).
+/// Who a credential names: the session's identity, or the one cached for a bearer token
+/// (both shared, so neither path copies an identity per request).
 pub enum Who {
     /// From the session cookie.
-    Session(Identity),
+    Session(Arc<Session>),
     /// From a checked bearer token.
     Token(Arc<bearer::Verified>),
 }
@@ -324,7 +324,7 @@ impl std::ops::Deref for Who {
     type Target = Identity;
     fn deref(&self) -> &Identity {
         match self {
-            Who::Session(i) => i,
+            Who::Session(s) => &s.identity,
             Who::Token(v) => &v.identity,
         }
     }
@@ -383,7 +383,7 @@ pub async fn authenticate(
         None => (session, touch),
         // Boxed: rare, and its future is most of this one's size otherwise.
         Some(rt) => match Box::pin(login::refresh::refresh(cx, &session, rt, now)).await {
-            Ok(fresh) => (fresh, true),
+            Ok(fresh) => (Arc::new(fresh), true),
             Err(login::oidc::RefreshError::Unavailable(why)) => {
                 tracing::warn!(reason = %why, "session refresh postponed: provider unavailable");
                 (session, touch)
@@ -396,13 +396,14 @@ pub async fn authenticate(
         },
     };
     let (session, cookies) = if touch {
-        Box::pin(cx.sessions.touch(session, now)).await
+        let (s, cookies) = Box::pin(cx.sessions.touch(Arc::unwrap_or_clone(session), now)).await;
+        (Arc::new(s), cookies)
     } else {
         (session, Vec::new())
     };
     Authenticated::Yes {
         headers: cx.signer.identity_headers(&session, audience, now),
-        identity: Who::Session(session.identity),
+        identity: Who::Session(session),
         cookies,
     }
 }

@@ -164,10 +164,11 @@ pub enum Invalid {
 /// The outcome of looking at a request's cookies.
 #[derive(Debug)]
 pub enum Checked {
-    /// A valid session; nothing to write back.
-    Valid(Session),
+    /// A valid session; nothing to write back. Shared: an opened cookie session is not
+    /// copied per request.
+    Valid(Arc<Session>),
     /// A valid session whose idle deadline should move: re-issue the cookie.
-    Touch(Session),
+    Touch(Arc<Session>),
     /// No session cookie at all.
     Absent,
     /// A session cookie that must be ignored, and why.
@@ -301,7 +302,7 @@ impl Sessions {
             };
             match h.open(&record) {
                 Some(plain) => match payload(&plain) {
-                    Some(p) => session_of(p, Some(h)),
+                    Some(p) => Arc::new(session_of(p, Some(h))),
                     None => return Checked::Invalid(Invalid::Payload),
                 },
                 None => return Checked::Invalid(Invalid::Open(OpenError::Tampered)),
@@ -316,7 +317,7 @@ impl Sessions {
             let Some(p) = payload(&plain) else {
                 return Checked::Invalid(Invalid::Payload);
             };
-            let s = session_of(p, None);
+            let s = Arc::new(session_of(p, None));
             self.opened.keep(&value, &s);
             s
         };
