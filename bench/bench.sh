@@ -47,7 +47,8 @@
 #       each scenario's profile (callgrind_annotate FILE). Scenarios b-e, i and j.
 #   ORDER=1 INSTRUCTIONS=300 SCENARIOS="b c d e i j" bench/bench.sh
 #       as INSTRUCTIONS, also counting start-up (OIDC, SAML, local accounts, Redis), 20
-#       local sign-ins, each scenario's warm-up and 3 s of wrk -c16, and writes
+#       local sign-ins, 400 more used in turn for 5 s (as memory.sh does), each
+#       scenario's warm-up and 3 s of wrk -c16, and writes
 #       bench/symbol-order.txt: the functions that ran, those requests and logins run
 #       first. build.rs has the linker place them first, together (see BENCHMARKS.md,
 #       memory).
@@ -308,6 +309,14 @@ if ((ORDER)); then  # the other login kinds' start-up, for the symbol order only
   timeout -k 5 300 "$PY" "$HERE/local-signin.py" "http://127.0.0.1:$SGL_PORT" 20 1 /dev/null {OP_IN}>&- \
     || die "local sign-ins under callgrind failed"
   take_dump "$STARTED_PID" "$OUT/sidegate-local" "$OUT/login-local.callgrind"
+  # many sessions used in turn, as bench/memory.sh does: cookie opens past the opened-session
+  # cache's budget, signing, and the caches' upkeep with hundreds of entries
+  timeout -k 5 300 "$PY" "$HERE/local-signin.py" "http://127.0.0.1:$SGL_PORT" 400 2 "$OUT/local-cookies.txt" \
+    {OP_IN}>&- || die "400 local sign-ins under callgrind failed"
+  timeout -k 5 60 wrk -t2 -c16 -d5s --timeout 10s -s "$HERE/wrk-cookies.lua" "http://127.0.0.1:$SGL_PORT/" \
+    -- "$OUT/local-cookies.txt" >"$OUT/many-local.wrk" 2>&1 {OP_IN}>&- \
+    || die "wrk over 400 sessions under callgrind failed"
+  take_dump "$STARTED_PID" "$OUT/sidegate-local" "$OUT/many-local.callgrind"
 fi
 
 # ---- i: Redis, and a sidegate keeping its sessions there ---------------------------

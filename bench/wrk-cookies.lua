@@ -1,5 +1,6 @@
--- wrk script for bench/memory.sh: every request carries the next session cookie from the
--- file given after `--` (one `name=value` per line), so the load touches every session.
+-- wrk script for bench/memory.sh and bench.sh's ORDER mode: every request carries the next
+-- session cookie from the file given after `--` (one `name=value` per line), so the load
+-- touches every session.
 -- Each thread starts at its own offset; done() is wrk-stats.lua's (its STATS line), loaded
 -- from beside this file.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk-stats.lua")
