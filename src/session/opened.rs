@@ -7,10 +7,10 @@
 //! values that opened are ever kept, and the cache belongs to one `Sessions` (a reload with
 //! other keys starts empty). Time checks (expiry, idle, revocation) stay with the caller.
 //!
-//! A full cache takes no new entries until old ones expire (every entry lives a minute).
-//! Evicting to make room would only churn when more sessions are active than fit: each
-//! miss would allocate an entry for the cache to throw away. Membership turns over every
-//! minute instead, to the sessions seen first after that, which are the busiest.
+//! A full cache takes no new entries until old ones expire (each lives a minute). Evicting
+//! to make room would only churn when more sessions are active than fit: each miss would
+//! allocate an entry for the cache to throw away. The room an expired entry leaves goes to
+//! the next session opened, most often a busy one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,7 @@ struct Entry {
     session: Arc<Session>,
 }
 
-/// Opened cookie sessions by sealed value (bounded by bytes, dropped when idle).
+/// Opened cookie sessions by sealed value (bounded by bytes, each kept a minute).
 pub(super) struct Opened {
     cache: moka::sync::Cache<[u8; KEY_LEN], Arc<Entry>>,
 }
