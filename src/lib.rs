@@ -124,7 +124,7 @@ const STARTUP_SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(3
 /// Once the IdPs have loaded (or after `STARTUP_SETTLE_MAX`), pages out the code and
 /// read-only data only start-up used: they leave RSS, and what the request path uses comes
 /// back on first use.
-fn page_out_startup_code(live: Arc<Live>) -> tokio::task::JoinHandle<()> {
+fn page_out_once_settled(live: Arc<Live>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if !memory::pages_out_when_ready() {
             return;
@@ -216,7 +216,7 @@ pub async fn run_reloading(
         let handler = move |req, _from| admin::handle(live.cx.load_full(), req);
         tasks.spawn(accept::serve(l, None, opts, handler, shutdown.clone()));
     }
-    let settle = page_out_startup_code(live.clone());
+    let settle = page_out_once_settled(live.clone());
     let reloader = reloads.map(|mut rx| {
         let live = live.clone();
         tokio::spawn(async move {

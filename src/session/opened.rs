@@ -105,7 +105,7 @@ impl Opened {
 mod tests {
     use std::sync::Arc;
 
-    use super::{same, Opened, Session, MAX_BYTES};
+    use super::{same, weight, Opened, Session, MAX_BYTES};
 
     fn session(sid: &str) -> Arc<Session> {
         Arc::new(Session {
@@ -137,7 +137,7 @@ mod tests {
     fn a_full_cache_keeps_what_it_has_and_takes_nothing_new() {
         let opened = Opened::new();
         let len = 16 * 1024;
-        let fit = (MAX_BYTES as usize) / (len + super::ENTRY_OVERHEAD);
+        let fit = (MAX_BYTES as usize) / weight(&value(0, len));
         for n in 0..fit + 8 {
             if n >= fit {
                 // Asked for often: an evicting cache would admit it over the old entries.
