@@ -538,7 +538,7 @@ async fn forward(
             json,
         );
     };
-    upstream.set_forwarded(req.headers_mut(), from);
+    upstream.set_forwarded(req.headers_mut(), &from);
     if let Some(r) = route {
         let h = req.headers_mut();
         for name in &r.strip_headers {
@@ -552,7 +552,7 @@ async fn forward(
         id.apply(req.headers_mut());
     }
     let started = Instant::now();
-    match upstream.send(req, upgrade).await {
+    match upstream.send(req, upgrade, &from.lane).await {
         Ok(resp) => {
             cx.metrics.upstream_latency(started.elapsed().as_secs_f64());
             cx.metrics.request(outcome);

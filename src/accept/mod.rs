@@ -129,11 +129,12 @@ pub async fn serve<H, F>(
         let from = Downstream {
             peer,
             tls: tls.is_some(),
+            lane: Arc::default(),
         };
         let h = handler.clone();
         let svc = service_fn(move |req| {
             // One allocation instead of hyper moving a multi-KB future through its dispatcher.
-            let fut = Box::pin(h(req, from));
+            let fut = Box::pin(h(req, from.clone()));
             async move { Ok::<_, Infallible>(fut.await) }
         });
         let watcher = graceful.watcher();

@@ -1,9 +1,13 @@
 //! Forwarding to the upstream: pooled client, hop-by-hop header removal, `X-Forwarded-*`
 //! written from what `accept` saw, streaming bodies both ways, WebSocket upgrades, and the
-//! upstream failure kinds (502 refused/reset, 504 timeout).
+//! upstream failure kinds (502 refused/reset, 504 timeout). Plain-http requests go on the
+//! downstream connection's own upstream connection (`lane`), the rest through the pool.
+
+mod lane;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,14 +21,18 @@ use ipnet::IpNet;
 
 use crate::config::UpstreamConfig;
 use crate::{Body, BoxError};
+pub use lane::Lane;
+use lane::{Declined, Lanes};
 
 /// Where the request came from, as seen by the listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Downstream {
     /// TCP peer.
     pub peer: SocketAddr,
     /// Whether the connection was TLS.
     pub tls: bool,
+    /// The connection's own upstream connection, shared by its requests.
+    pub lane: Arc<Lane>,
 }
 
 /// Why the upstream could not answer.
@@ -84,6 +92,8 @@ impl Tunnels {
 pub struct Upstream {
     tunnels: Tunnels,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    /// Per-downstream-connection connections (`http://` upstreams).
+    lanes: Option<Lanes>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     response_timeout: Duration,
@@ -121,9 +131,30 @@ impl Upstream {
             .pool_max_idle_per_host(cfg.max_idle_connections)
             .build(https);
         let uri: Uri = cfg.url.as_str().parse().expect("validated upstream URL");
+        let lanes = match (
+            cfg.url.scheme(),
+            cfg.url.host(),
+            cfg.url.port_or_known_default(),
+        ) {
+            ("http", Some(host), Some(port)) if cfg.max_idle_connections > 0 => {
+                // `url::Host` prints IPv6 in brackets, which a socket address must not have.
+                let host = match host {
+                    url::Host::Ipv6(ip) => ip.to_string(),
+                    other => other.to_string(),
+                };
+                Some(Lanes::new(
+                    host,
+                    port,
+                    cfg.max_idle_connections,
+                    cfg.connect_timeout,
+                ))
+            }
+            _ => None,
+        };
         Upstream {
             tunnels,
             client,
+            lanes,
             scheme: uri.scheme().cloned().expect("validated"),
             authority: uri.authority().cloned().expect("validated"),
             response_timeout: cfg.response_timeout,
@@ -140,7 +171,7 @@ impl Upstream {
 
     /// Rewrites `X-Forwarded-For/-Proto/-Host` from what sidegate saw; client copies are kept
     /// (and extended) only from trusted proxies.
-    pub fn set_forwarded(&self, headers: &mut HeaderMap, from: Downstream) {
+    pub fn set_forwarded(&self, headers: &mut HeaderMap, from: &Downstream) {
         let trusted = self.is_trusted(from.peer);
         let peer_ip = from.peer.ip().to_canonical().to_string();
         let xff = HeaderName::from_static("x-forwarded-for");
@@ -191,7 +222,29 @@ impl Upstream {
         &self,
         mut req: Request<Body>,
         downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        lane: &Arc<Lane>,
     ) -> Result<Response<Body>, UpstreamError> {
+        *req.version_mut() = http::Version::HTTP_11;
+        if !self.pass_host_header || !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        if let (Some(lanes), None) = (&self.lanes, &downstream_upgrade) {
+            // Origin-form: the connection is already to the upstream.
+            let path = req.uri().path_and_query().cloned();
+            *req.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+            let answer = tokio::time::timeout(self.response_timeout, lanes.send(lane, req));
+            req = match answer.await {
+                Err(_) => return Err(UpstreamError::Timeout(self.response_timeout)),
+                Ok(Ok(mut resp)) => {
+                    remove_hop_by_hop(resp.headers_mut(), false);
+                    return Ok(resp);
+                }
+                Ok(Err(Declined::Failed(why))) => return Err(UpstreamError::Unavailable(why)),
+                Ok(Err(Declined::Full(req))) => *req,
+            };
+        }
         let path = req
             .uri()
             .path_and_query()
@@ -205,12 +258,6 @@ impl Upstream {
             .build()
             .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
         *req.uri_mut() = uri;
-        *req.version_mut() = http::Version::HTTP_11;
-        if !self.pass_host_header || !req.headers().contains_key(header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
-                req.headers_mut().insert(header::HOST, v);
-            }
-        }
         let is_upgrade = downstream_upgrade.is_some();
         let fut = self.client.request(req);
         let mut resp = match tokio::time::timeout(self.response_timeout, fut).await {

@@ -12,6 +12,7 @@ mod first_run;
 mod forward_auth;
 mod id_token;
 mod identity;
+mod keepalive;
 mod lifecycle;
 mod local;
 mod logout;

@@ -143,13 +143,30 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(bound: Bound, config: Config) -> Self {
+        Self::started(bound, config, None)
+    }
+    /// Also returns the sender of in-process reloads (what SIGHUP does in the binary).
+    pub fn start_reloading(
+        bound: Bound,
+        config: Config,
+    ) -> (Self, tokio::sync::mpsc::Sender<Config>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        (Self::started(bound, config, Some(rx)), tx)
+    }
+    fn started(
+        bound: Bound,
+        config: Config,
+        reloads: Option<tokio::sync::mpsc::Receiver<Config>>,
+    ) -> Self {
         let (stop, rx) = watch::channel(false);
         let listeners = sidegate::Listeners {
             public: vec![bound.public],
             admin: Some(bound.admin),
         };
         let task = tokio::spawn(async move {
-            sidegate::run(listeners, config, rx).await.unwrap();
+            sidegate::run_reloading(listeners, config, rx, reloads)
+                .await
+                .unwrap();
         });
         Sidecar {
             addr: bound.addr,

@@ -1,0 +1,230 @@
+//! Upstream connections behind keep-alive downstream connections: every message framing
+//! leaves the connection reusable, an app that closes idle connections costs no request,
+//! a reload to another app moves open downstream connections with it, the connection cap
+//! falls back to the pool, and the app's connections close when the client's do.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{client, config_text, load, Bound, Keys, Sidecar, DEAD_ISSUER};
+
+/// An app that speaks HTTP/1.1 by hand, so each framing is exactly the one named:
+/// `/len` (Content-Length), `/chunked`, `/empty` (204), `/close` (no length, ended by
+/// closing), `/bye` (Content-Length, then the app closes the idle connection as a
+/// keep-alive timeout would, without saying so). Every body is `{name}{path}`.
+struct App {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+}
+
+impl App {
+    async fn start(name: &'static str) -> App {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (a, o) = (accepted.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((c, _)) = l.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    serve(c, name).await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        App {
+            url,
+            accepted,
+            open,
+        }
+    }
+}
+
+/// Answers requests (heads only: the tests send no bodies) until the client or the path
+/// ends the connection.
+async fn serve(mut c: tokio::net::TcpStream, name: &str) {
+    let mut buf = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match c.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        buf.drain(..end);
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
+        let body = format!("{name}{path}");
+        let len = body.len();
+        let answer = match path.rsplit('/').next().unwrap_or("") {
+            "chunked" => format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                len
+            ),
+            "empty" => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+            "close" => format!("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{body}"),
+            _ if method == "HEAD" => format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n"),
+            _ => format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n{body}"),
+        };
+        if c.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        if path.ends_with("/bye") {
+            // Late enough that sidegate has finished with the answer and kept the connection.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return;
+        }
+        if path.ends_with("/close") {
+            return;
+        }
+    }
+}
+
+fn start(app: &App, bound: Bound, upstream_extra: &str) -> (Sidecar, String) {
+    let keys = Keys::new();
+    let text = config_text(
+        &bound.url(),
+        &app.url,
+        DEAD_ISSUER,
+        &[("upstream", upstream_extra)],
+    );
+    (Sidecar::start(bound, load(&text, &keys)), text)
+}
+
+async fn get(c: &reqwest::Client, url: String) -> (u16, String) {
+    let r = c.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Waits (bounded) until `count` reaches `want`.
+async fn settles(count: &AtomicUsize, want: usize) -> usize {
+    for _ in 0..100 {
+        if count.load(Ordering::SeqCst) == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    count.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn every_framing_leaves_the_app_connection_reusable_and_it_closes_with_the_client() {
+    let app = App::start("a").await;
+    let (sc, _) = start(&app, Bound::new().await, "");
+    let c = client();
+    for path in ["/len", "/empty", "/chunked", "/len", "/chunked", "/len"] {
+        let (status, body) = get(&c, sc.url(&format!("/public{path}"))).await;
+        if path == "/empty" {
+            assert_eq!((status, body.as_str()), (204, ""));
+        } else {
+            assert_eq!((status, body), (200, format!("a/public{path}")));
+        }
+    }
+    let head = c.head(sc.url("/public/len")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "12");
+    let (status, body) = get(&c, sc.url("/public/len")).await;
+    assert_eq!((status, body.as_str()), (200, "a/public/len"));
+    assert_eq!(
+        app.accepted.load(Ordering::SeqCst),
+        1,
+        "one client connection, one app connection"
+    );
+
+    // A body the app ends by closing: the next request needs (and gets) a new connection.
+    let (status, body) = get(&c, sc.url("/public/close")).await;
+    assert_eq!((status, body.as_str()), (200, "a/public/close"));
+    let (status, body) = get(&c, sc.url("/public/chunked")).await;
+    assert_eq!((status, body.as_str()), (200, "a/public/chunked"));
+    assert_eq!(app.accepted.load(Ordering::SeqCst), 2);
+
+    drop(c);
+    assert_eq!(
+        settles(&app.open, 0).await,
+        0,
+        "the app's connection closes once the client's has"
+    );
+}
+
+#[tokio::test]
+async fn an_app_closing_idle_connections_costs_no_request() {
+    let app = App::start("a").await;
+    let (sc, _) = start(&app, Bound::new().await, "");
+    let c = client();
+    for round in 0..20 {
+        let (status, body) = get(&c, sc.url("/public/bye")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "a/public/bye"),
+            "round {round}: the app had closed the connection this request would reuse"
+        );
+        // Let the app's close arrive before the next request.
+        settles(&app.open, 0).await;
+    }
+    assert_eq!(app.accepted.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn a_reload_to_another_app_takes_open_client_connections_along() {
+    let (a, b) = (App::start("a").await, App::start("b").await);
+    let bound = Bound::new().await;
+    let keys = Keys::new();
+    let public = bound.url();
+    let text = |app: &App| config_text(&public, &app.url, DEAD_ISSUER, &[]);
+    let (sc, reload) = Sidecar::start_reloading(bound, load(&text(&a), &keys));
+    let kept = client();
+    let (_, body) = get(&kept, sc.url("/public/len")).await;
+    assert_eq!(body, "a/public/len");
+
+    reload.send(load(&text(&b), &keys)).await.unwrap();
+    // Fresh clients show when the reload has taken effect; the kept one must follow.
+    let (mut fresh, mut kept_body) = (String::new(), String::new());
+    for _ in 0..150 {
+        fresh = get(&client(), sc.url("/public/len")).await.1;
+        kept_body = get(&kept, sc.url("/public/len")).await.1;
+        if fresh.starts_with('b') {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fresh, "b/public/len", "the reload took effect");
+    assert_eq!(
+        kept_body, "b/public/len",
+        "a connection open before the reload reaches the new app, not the old one"
+    );
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_requests_still_go_through() {
+    let app = App::start("a").await;
+    let (sc, _) = start(&app, Bound::new().await, "max_idle_connections = 1");
+    let sc = Arc::new(sc);
+    let mut clients = tokio::task::JoinSet::new();
+    for n in 0..4 {
+        let sc = sc.clone();
+        clients.spawn(async move {
+            let c = client();
+            for i in 0..25 {
+                let path = format!("/public/{n}-{i}");
+                let (status, body) = get(&c, sc.url(&path)).await;
+                assert_eq!((status, body), (200, format!("a{path}")));
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    assert!(app.accepted.load(Ordering::SeqCst) >= 2);
+}
