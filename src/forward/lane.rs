@@ -43,8 +43,10 @@ impl Lane {
 struct Line {
     sender: SendRequest<Body>,
     /// `None` once the connection has closed or failed: a completed connection is never
-    /// polled again, and dropping it hands back a request it held unsent.
-    conn: Option<Connection<TokioIo<TcpStream>, Body>>,
+    /// polled again, and dropping it hands back a request it held unsent. Boxed once per
+    /// connection, so the moves of each request (out of the lane, into the body, back) are
+    /// a pointer, not the connection's state.
+    conn: Option<Box<Connection<TokioIo<TcpStream>, Body>>>,
     /// The count it is held against; also names the `Lanes` it belongs to.
     counted: Counted,
 }
@@ -53,7 +55,7 @@ impl Line {
     /// Drives the connection; false once it has closed.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
         if let Some(conn) = &mut self.conn {
-            if Pin::new(conn).poll(cx).is_ready() {
+            if Pin::new(&mut **conn).poll(cx).is_ready() {
                 self.conn = None;
             }
         }
@@ -195,7 +197,7 @@ impl Lanes {
             .map_err(|e| Opening::Failed(crate::error::chain(&e)))?;
         Ok(Line {
             sender,
-            conn: Some(conn),
+            conn: Some(Box::new(conn)),
             counted,
         })
     }
