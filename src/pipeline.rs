@@ -205,7 +205,7 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
         Endpoint::Own(own) => {
             return Box::pin(own_endpoint(cx, own, &without_body(req), now)).await
         }
-        Endpoint::Public => return forward(cx, req, from, None, None, "public").await,
+        Endpoint::Public => return forward(cx, req, from, None, None, "public", json).await,
         Endpoint::Protected => {}
     }
     let host = req.headers().get(header::HOST).cloned();
@@ -218,7 +218,7 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
         path: &path,
         method: req.method(),
     }) {
-        Need::Public => return forward(cx, req, from, None, None, "public").await,
+        Need::Public => return forward(cx, req, from, None, None, "public", json).await,
         Need::Deny(route) => return forbidden(cx, &policy::denied(route), None, json),
         Need::Credential(route) => route,
     };
@@ -230,7 +230,7 @@ async fn stages(cx: &Context, req: Request<Incoming>, from: Downstream) -> Respo
             cookies,
         } => {
             let mut resp = match policy::judge(route, &identity) {
-                Ok(()) => forward(cx, req, from, Some(&headers), route, "proxied").await,
+                Ok(()) => forward(cx, req, from, Some(&headers), route, "proxied", json).await,
                 Err(refusal) => forbidden(cx, &refusal, Some(&identity), json),
             };
             for c in cookies {
@@ -511,8 +511,8 @@ async fn forward(
     identity: Option<&IdentityHeaders>,
     route: Option<&Route>,
     outcome: &'static str,
+    json: bool,
 ) -> Response<Body> {
-    let json = !login::is_navigation_parts(req.method(), req.headers());
     let upgrade = forward::wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let headers = req.headers_mut();
     forward::remove_hop_by_hop(headers, upgrade.is_some());
@@ -538,6 +538,9 @@ async fn forward(
             json,
         );
     };
+    // Room for what is added below at once, instead of the map growing (and rehashing) twice.
+    req.headers_mut()
+        .reserve(3 + identity.map_or(0, IdentityHeaders::count));
     upstream.set_forwarded(req.headers_mut(), &from);
     if let Some(r) = route {
         let h = req.headers_mut();

@@ -319,20 +319,27 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Names listed in `Connection` exist only with a `Connection` header, itself hop-by-hop:
     // a request with none of these (the usual case) costs one pass over its names.
     if headers.keys().any(is_hop) {
+        // Only names beyond the fixed set are listed: the usual `keep-alive` or `close`
+        // leaves this empty, and an empty `Vec` does not allocate.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
-        // Only names present are removed (each removal hashes).
-        let gone: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| is_hop(k) || listed.contains(k))
-            .cloned()
-            .collect();
-        for name in gone {
+        // The fixed names present, each at most once (`keys` yields a name once): kept on
+        // the stack, since the map cannot change while its keys are borrowed.
+        let mut gone: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
+        for (slot, name) in gone.iter_mut().zip(headers.keys().filter(|k| is_hop(k))) {
+            *slot = Some(name.clone());
+        }
+        for name in gone.into_iter().flatten().chain(listed) {
             if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
                 continue;
             }
@@ -341,5 +348,53 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_names_and_the_names_connection_lists_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Listed"),
+            ("connection", "close, te"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("x-listed", "1"),
+            ("x-kept", "2"),
+            ("content-type", "text/plain"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_two_headers_and_nothing_else_hop_by_hop() {
+        let mut h = map(&[
+            ("connection", "Upgrade, X-Listed"),
+            ("upgrade", "websocket"),
+            ("x-listed", "1"),
+            ("proxy-authorization", "Basic eA=="),
+        ]);
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!h.contains_key("x-listed") && !h.contains_key("proxy-authorization"));
     }
 }

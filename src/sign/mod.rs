@@ -71,6 +71,11 @@ pub struct IdentityHeaders {
 }
 
 impl IdentityHeaders {
+    /// How many headers `apply` sets, so the caller can make room for them at once.
+    pub fn count(&self) -> usize {
+        self.names.assertion.len() + self.plain.len()
+    }
+
     /// Sets every identity header on `headers` (replacing whatever was there).
     pub fn apply(&self, headers: &mut HeaderMap) {
         for name in self.names.assertion.iter() {
