@@ -105,7 +105,8 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Keep the downstream `Host` (true) or send the upstream's authority.
     pub pass_host_header: bool,
-    /// Idle pooled connections kept to the app (more are closed when they fall idle).
+    /// Connections kept open to the app: at most this many client connections have their own
+    /// (`forward::Lane`), and the shared pool keeps at most this many idle.
     pub max_idle_connections: usize,
 }
 
