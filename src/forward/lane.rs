@@ -4,8 +4,9 @@
 //! takes the pool's lock. A lane connection is instead driven inside the downstream connection's task: the
 //! request future polls it until the response head arrives, the response body polls it
 //! until the body ends, and then it is parked in the lane for the next request on the same
-//! downstream connection. Upgrades, https upstreams, a lane in use (concurrent HTTP/2
-//! streams) and lanes past the cap go through the pool instead.
+//! downstream connection, which sends one request at a time (HTTP/1). Upgrades, https
+//! upstreams, HTTP/2 clients (concurrent streams) and clients past the cap go through the
+//! pool instead.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;

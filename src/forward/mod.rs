@@ -224,13 +224,15 @@ impl Upstream {
         downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
         lane: &Arc<Lane>,
     ) -> Result<Response<Body>, UpstreamError> {
+        // An HTTP/2 client's streams run at once: one lane per connection would not do.
+        let one_at_a_time = req.version() < http::Version::HTTP_2;
         *req.version_mut() = http::Version::HTTP_11;
         if !self.pass_host_header || !req.headers().contains_key(header::HOST) {
             if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
-        if let (Some(lanes), None) = (&self.lanes, &downstream_upgrade) {
+        if let (Some(lanes), None, true) = (&self.lanes, &downstream_upgrade, one_at_a_time) {
             // Origin-form: the connection is already to the upstream.
             let path = req.uri().path_and_query().cloned();
             *req.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);

@@ -1,7 +1,8 @@
 //! Upstream connections behind keep-alive downstream connections: every message framing
 //! leaves the connection reusable, an app that closes idle connections costs no request,
 //! a reload to another app moves open downstream connections with it, the connection cap
-//! falls back to the pool, and the app's connections close when the client's do.
+//! and HTTP/2 clients' concurrent streams fall back to the pool, and the app's connections
+//! close when the client's do.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -227,4 +228,35 @@ async fn past_the_connection_cap_requests_still_go_through() {
         done.unwrap();
     }
     assert!(app.accepted.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn an_http2_client_s_concurrent_streams_all_get_their_own_answer() {
+    use http_body_util::{BodyExt, Empty};
+    let app = App::start("a").await;
+    let (sc, _) = start(&app, Bound::new().await, "");
+    let tcp = tokio::net::TcpStream::connect(sc.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut streams = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let mut sender = sender.clone();
+        let url = sc.url(&format!("/public/{i}"));
+        streams.spawn(async move {
+            let req = http::Request::get(url).body(Empty::new()).unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (i, status, String::from_utf8(body.to_vec()).unwrap())
+        });
+    }
+    while let Some(done) = streams.join_next().await {
+        let (i, status, body) = done.unwrap();
+        assert_eq!((status, body), (200, format!("a/public/{i}")));
+    }
 }
