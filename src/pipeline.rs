@@ -538,7 +538,7 @@ async fn forward(
             json,
         );
     };
-    // Room for what is added below at once, instead of the map growing (and rehashing) twice.
+    // Room for what is added below, made once instead of the map growing as they arrive.
     req.headers_mut()
         .reserve(3 + identity.map_or(0, IdentityHeaders::count));
     upstream.set_forwarded(req.headers_mut(), &from);
@@ -555,7 +555,7 @@ async fn forward(
         id.apply(req.headers_mut());
     }
     let started = Instant::now();
-    match upstream.send(req, upgrade, &from.lane).await {
+    match upstream.send(req, upgrade, from.lane).await {
         Ok(resp) => {
             cx.metrics.upstream_latency(started.elapsed().as_secs_f64());
             cx.metrics.request(outcome);

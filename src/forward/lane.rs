@@ -130,10 +130,10 @@ impl Lanes {
     /// before the request was written is replaced once, as the pool does.
     pub async fn send(
         &self,
-        lane: &Arc<Lane>,
+        lane: Arc<Lane>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, Declined> {
-        let mut parked = self.take(lane).await;
+        let mut parked = self.take(&lane).await;
         loop {
             let reused = parked.is_some();
             let mut line = match parked.take() {
@@ -146,7 +146,6 @@ impl Lanes {
             };
             match line.exchange(req).await {
                 Ok(resp) => {
-                    let lane = lane.clone();
                     return Ok(resp.map(|body| {
                         http_body_util::BodyExt::boxed_unsync(Streamed {
                             body,

@@ -1,4 +1,4 @@
-//! Forwarding to the upstream: pooled client, hop-by-hop header removal, `X-Forwarded-*`
+//! Forwarding to the upstream: the client (lanes and pool), hop-by-hop header removal, `X-Forwarded-*`
 //! written from what `accept` saw, streaming bodies both ways, WebSocket upgrades, and the
 //! upstream failure kinds (502 refused/reset, 504 timeout). Plain-http requests go on the
 //! downstream connection's own upstream connection (`lane`), the rest through the pool.
@@ -222,7 +222,7 @@ impl Upstream {
         &self,
         mut req: Request<Body>,
         downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        lane: &Arc<Lane>,
+        lane: Arc<Lane>,
     ) -> Result<Response<Body>, UpstreamError> {
         // An HTTP/2 client's streams run at once: one lane per connection would not do.
         let one_at_a_time = req.version() < http::Version::HTTP_2;
