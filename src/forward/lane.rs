@@ -12,7 +12,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,8 +65,12 @@ impl Line {
 
     /// Whether the connection is open and idle. Driving it reads an end of stream the app
     /// sent while it was parked (an app's keep-alive timeout), so that is seen before use.
-    fn usable(&mut self, cx: &mut Context<'_>) -> bool {
-        self.drive(cx) && matches!(self.sender.poll_ready(cx), Poll::Ready(Ok(())))
+    /// No waker is left behind: the request sent next would otherwise wake this task
+    /// through the connection's request channel, for a poll with nothing to do. The
+    /// exchange that follows in the same poll leaves the task's waker when it must wait.
+    fn usable(&mut self) -> bool {
+        let mut idle = Context::from_waker(Waker::noop());
+        self.drive(&mut idle) && matches!(self.sender.poll_ready(&mut idle), Poll::Ready(Ok(())))
     }
 
     /// Sends `req` and drives the connection until the response head arrives. A request
@@ -76,11 +80,21 @@ impl Line {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>> {
         let mut answer = std::pin::pin!(self.sender.try_send_request(req));
+        // Only driving the connection answers (a connection that closes answers too: with
+        // an error, or by handing the request back unsent when dropped), so the answer is
+        // polled right after, never with the task's waker. The connection is driven first
+        // without it too: what it touches remembers the last waker, and waking that waker
+        // later (the body channel does, when its chunk is taken) would cost this task a
+        // poll with nothing to do. Only while no answer has come is it driven with the
+        // task's waker, to be woken by the app's reply.
         poll_fn(|cx| {
-            // A connection that closes answers the request: with an error, or by handing
-            // it back unsent when dropped.
+            let mut idle = Context::from_waker(Waker::noop());
+            self.drive(&mut idle);
+            if let Poll::Ready(answered) = answer.as_mut().poll(&mut idle) {
+                return Poll::Ready(answered);
+            }
             self.drive(cx);
-            answer.as_mut().poll(cx)
+            answer.as_mut().poll(&mut idle)
         })
         .await
     }
@@ -133,7 +147,7 @@ impl Lanes {
         lane: Arc<Lane>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, Declined> {
-        let mut parked = self.take(&lane).await;
+        let mut parked = self.take(&lane);
         loop {
             let reused = parked.is_some();
             let mut line = match parked.take() {
@@ -165,13 +179,12 @@ impl Lanes {
     }
 
     /// The lane's parked connection, if it belongs to these lanes and is still usable.
-    async fn take(&self, lane: &Lane) -> Option<Line> {
+    fn take(&self, lane: &Lane) -> Option<Line> {
         let mut line = lane.take()?;
         if !Arc::ptr_eq(&line.counted.0, &self.open) {
             return None; // parked before a reload changed the upstream
         }
-        let usable = poll_fn(|cx| Poll::Ready(line.usable(cx))).await;
-        usable.then_some(line)
+        line.usable().then_some(line)
     }
 
     async fn open(&self) -> Result<Line, Opening> {
@@ -221,6 +234,21 @@ struct Streamed {
     failed: Option<hyper::Error>,
 }
 
+impl Streamed {
+    /// Drives the connection (while it is open), then polls the body.
+    fn drive_and_poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(line) = &mut self.line {
+            if !line.drive(cx) {
+                self.line = None; // closed: the body ends or fails with it
+            }
+        }
+        http_body::Body::poll_frame(Pin::new(&mut self.body), cx)
+    }
+}
+
 impl http_body::Body for Streamed {
     type Data = Bytes;
     type Error = BoxError;
@@ -233,12 +261,17 @@ impl http_body::Body for Streamed {
         if let Some(e) = this.failed.take() {
             return Poll::Ready(Some(Err(Box::new(e))));
         }
-        if let Some(line) = &mut this.line {
-            if !line.drive(cx) {
-                this.line = None; // closed: the body ends or fails with it
-            }
-        }
-        match Pin::new(&mut this.body).poll_frame(cx) {
+        // First without the task's waker. The connection hands the body over one chunk at a
+        // time and taking a chunk wakes it, through the waker it was last driven with: a
+        // chunk that is already here then wakes nobody, where it would cost this task a
+        // poll with nothing to do. Only when nothing is here are both polled with the
+        // task's waker, to be woken when something comes.
+        let mut idle = Context::from_waker(Waker::noop());
+        let frame = match this.drive_and_poll(&mut idle) {
+            Poll::Pending => this.drive_and_poll(cx),
+            ready => ready,
+        };
+        match frame {
             Poll::Ready(Some(Err(e))) => {
                 // The connection is driven in this task, so its reset can arrive in the same
                 // poll as the head: held back one poll, the server flushes the status and

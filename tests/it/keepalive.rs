@@ -1,5 +1,6 @@
 //! Upstream connections behind keep-alive downstream connections: every message framing
-//! leaves the connection reusable, an app that closes idle connections costs no request,
+//! leaves the connection reusable, an answer that comes late and in pieces (or too big for
+//! the sockets) arrives whole, an app that closes idle connections costs no request,
 //! a reload to another app moves open downstream connections with it, the connection cap
 //! and HTTP/2 clients' concurrent streams fall back to the pool, and the app's connections
 //! close when the client's do.
@@ -15,7 +16,10 @@ use crate::support::{client, config_text, load, Bound, Keys, Sidecar, DEAD_ISSUE
 /// An app that speaks HTTP/1.1 by hand, so each framing is exactly the one named:
 /// `/len` (Content-Length), `/chunked`, `/empty` (204), `/close` (no length, ended by
 /// closing), `/bye` (Content-Length, then the app closes the idle connection as a
-/// keep-alive timeout would, without saying so). Every body is `{name}{path}`.
+/// keep-alive timeout would, without saying so). Every body is `{name}{path}`, except:
+/// `/late` answers after a pause, chunked, its body (`{name}{path}` and `-0`, `-1`, `-2`)
+/// in three pieces with pauses between; `/big` is [`BIG`] bytes of `x`, more than the
+/// sockets hold at once.
 struct App {
     url: String,
     accepted: Arc<AtomicUsize>,
@@ -68,6 +72,17 @@ async fn serve(mut c: tokio::net::TcpStream, name: &str) {
         let mut words = head.split_whitespace();
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
         let body = format!("{name}{path}");
+        if path.ends_with("/late") && method == "GET" {
+            if late(&mut c, &body).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let body = if path.ends_with("/big") {
+            "x".repeat(BIG)
+        } else {
+            body
+        };
         let len = body.len();
         let answer = match path.rsplit('/').next().unwrap_or("") {
             "chunked" => format!(
@@ -91,6 +106,26 @@ async fn serve(mut c: tokio::net::TcpStream, name: &str) {
             return;
         }
     }
+}
+
+/// The size of `/big`'s body.
+const BIG: usize = 8 << 20;
+
+/// `/late`'s answer: nothing is ready when sidegate first looks, for the head or for any
+/// piece of the body.
+async fn late(c: &mut tokio::net::TcpStream, body: &str) -> std::io::Result<()> {
+    let pause = || tokio::time::sleep(Duration::from_millis(40));
+    pause().await;
+    c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await?;
+    for piece in 0..3 {
+        pause().await;
+        let text = format!("{body}-{piece}");
+        c.write_all(format!("{:x}\r\n{text}\r\n", text.len()).as_bytes())
+            .await?;
+    }
+    pause().await;
+    c.write_all(b"0\r\n\r\n").await
 }
 
 fn start(app: &App, bound: Bound, upstream_extra: &str) -> (Sidecar, String) {
@@ -156,6 +191,43 @@ async fn every_framing_leaves_the_app_connection_reusable_and_it_closes_with_the
         settles(&app.open, 0).await,
         0,
         "the app's connection closes once the client's has"
+    );
+}
+
+/// The lane's connection is polled without the task's waker whenever something is already
+/// there; this is the other case, where the task must be woken by the app.
+#[tokio::test]
+async fn an_answer_that_comes_late_and_in_pieces_arrives_whole() {
+    let app = App::start("a").await;
+    let (sc, _) = start(&app, Bound::new().await, "");
+    let c = client();
+    for round in 0..3 {
+        let late = tokio::time::timeout(Duration::from_secs(10), get(&c, sc.url("/public/late")))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no answer from a late app in 10 s"));
+        assert_eq!(
+            late,
+            (
+                200,
+                "a/public/late-0a/public/late-1a/public/late-2".to_string()
+            ),
+            "round {round}"
+        );
+        let r = tokio::time::timeout(Duration::from_secs(10), c.get(sc.url("/public/big")).send())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no head of the big answer in 10 s"))
+            .unwrap();
+        let big = tokio::time::timeout(Duration::from_secs(10), r.bytes())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the big body stalled"))
+            .unwrap();
+        assert_eq!(big.len(), BIG, "round {round}");
+        assert!(big.iter().all(|&b| b == b'x'), "round {round}");
+    }
+    assert_eq!(
+        app.accepted.load(Ordering::SeqCst),
+        1,
+        "late and big answers leave the connection reusable"
     );
 }
 
