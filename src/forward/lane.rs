@@ -10,7 +10,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -147,6 +147,7 @@ impl Lanes {
         lane: Arc<Lane>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, Declined> {
+        let upload = Upload::track(&mut req);
         let mut parked = self.take(&lane);
         loop {
             let reused = parked.is_some();
@@ -167,6 +168,7 @@ impl Lanes {
                             lane,
                             ended: false,
                             failed: None,
+                            upload,
                         })
                     }));
                 }
@@ -232,6 +234,8 @@ struct Streamed {
     ended: bool,
     /// The upstream's failure, held back for one poll (see `poll_frame`).
     failed: Option<hyper::Error>,
+    /// The request's body, when it had one: the app may answer before it has all of it.
+    upload: Option<Upload>,
 }
 
 impl Streamed {
@@ -302,11 +306,105 @@ impl http_body::Body for Streamed {
 impl Drop for Streamed {
     /// Parks the connection of a body that ended, including one the server never read
     /// because it knew it was empty or complete; a body cut short closes its connection.
+    /// An answer that ended before the request's body was all sent (an app refusing an
+    /// upload, reading the rest after) leaves the connection to send the rest on its own
+    /// task: the client's next request waits for its body to be taken.
     fn drop(&mut self) {
-        if self.ended || hyper::body::Body::is_end_stream(&self.body) {
-            if let Some(line) = self.line.take() {
-                self.lane.put(line);
-            }
+        if !(self.ended || hyper::body::Body::is_end_stream(&self.body)) {
+            return;
         }
+        let Some(line) = self.line.take() else {
+            return;
+        };
+        match &self.upload {
+            Some(upload) if !upload.sent() => finish_upload(line, self.lane.clone()),
+            _ => self.lane.put(line),
+        }
+    }
+}
+
+/// Drives `line` until the request it is sending has gone and it can take another, then
+/// parks it in `lane`; a connection that fails or closes meanwhile is dropped. Outside a
+/// runtime (shutting down) it is dropped at once, which closes it.
+fn finish_upload(mut line: Line, lane: Arc<Lane>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let idle = poll_fn(|cx| {
+            if !line.drive(cx) {
+                return Poll::Ready(false);
+            }
+            line.sender.poll_ready(cx).map(|r| r.is_ok())
+        })
+        .await;
+        if idle {
+            lane.put(line);
+        }
+    });
+}
+
+/// Whether a request's body has all been handed to the connection.
+#[derive(Clone)]
+struct Upload(Arc<AtomicBool>);
+
+impl Upload {
+    /// Wraps the body of `req` to be told when it has all been taken; `None` for a request
+    /// without one (most), which costs nothing.
+    fn track(req: &mut Request<Body>) -> Option<Upload> {
+        if http_body::Body::is_end_stream(req.body()) {
+            return None;
+        }
+        let upload = Upload(Arc::default());
+        let body = std::mem::replace(req.body_mut(), crate::empty_body());
+        *req.body_mut() = http_body_util::BodyExt::boxed_unsync(Tracked {
+            inner: body,
+            upload: upload.clone(),
+        });
+        Some(upload)
+    }
+
+    fn sent(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A request body that marks its [`Upload`] when its end has been read.
+struct Tracked {
+    inner: Body,
+    upload: Upload,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = http_body::Body::poll_frame(Pin::new(&mut self.inner), cx);
+        if matches!(frame, Poll::Ready(None)) || http_body::Body::is_end_stream(&self.inner) {
+            self.upload.mark();
+        }
+        frame
+    }
+
+    /// The connection stops reading a body that says it has ended (a known length): that
+    /// is its end too.
+    fn is_end_stream(&self) -> bool {
+        let end = http_body::Body::is_end_stream(&self.inner);
+        if end {
+            self.upload.mark();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        http_body::Body::size_hint(&self.inner)
     }
 }

@@ -1,6 +1,7 @@
 //! Upstream connections behind keep-alive downstream connections: every message framing
 //! leaves the connection reusable, an answer that comes late and in pieces (or too big for
-//! the sockets) arrives whole, an app that closes idle connections costs no request,
+//! the sockets) arrives whole, an answer before the upload has ended leaves the client's
+//! connection usable, an app that closes idle connections costs no request,
 //! a reload to another app moves open downstream connections with it, the connection cap
 //! and HTTP/2 clients' concurrent streams fall back to the pool, and the app's connections
 //! close when the client's do.
@@ -52,8 +53,9 @@ impl App {
     }
 }
 
-/// Answers requests (heads only: the tests send no bodies) until the client or the path
-/// ends the connection.
+/// Answers requests until the client or the path ends the connection. Request bodies are
+/// read only by `/early`, which answers first and reads (and drops) the body after, as an
+/// app refusing an upload while keeping the connection does.
 async fn serve(mut c: tokio::net::TcpStream, name: &str) {
     let mut buf = Vec::new();
     loop {
@@ -72,6 +74,36 @@ async fn serve(mut c: tokio::net::TcpStream, name: &str) {
         let mut words = head.split_whitespace();
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
         let body = format!("{name}{path}");
+        if path.ends_with("/early") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            let answer = format!(
+                "HTTP/1.1 413 Content Too Large\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if c.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut left = length;
+            while left > buf.len() {
+                left -= buf.len();
+                buf.clear();
+                let mut chunk = [0u8; 65536];
+                match c.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..left);
+            continue;
+        }
         if path.ends_with("/late") && method == "GET" {
             if late(&mut c, &body).await.is_err() {
                 return;
@@ -229,6 +261,55 @@ async fn an_answer_that_comes_late_and_in_pieces_arrives_whole() {
         1,
         "late and big answers leave the connection reusable"
     );
+}
+
+/// An app may answer before it has read the request's body (refusing an upload) and read
+/// the body after. The body must still reach it, and the client's next request on the same
+/// connection must be answered.
+#[tokio::test]
+async fn an_answer_before_the_upload_ends_leaves_the_client_connection_usable() {
+    let app = App::start("a").await;
+    let (sc, _) = start(&app, Bound::new().await, "");
+    const UPLOAD: usize = 16 << 20; // more than the sockets on the way hold
+    let stream = tokio::net::TcpStream::connect(sc.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let host = sc.addr.to_string();
+    let writer = tokio::spawn(async move {
+        let head = format!(
+            "POST /public/early HTTP/1.1\r\nhost: {host}\r\ncontent-length: {UPLOAD}\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await?;
+        let piece = vec![b'x'; 1 << 16];
+        for _ in 0..UPLOAD / piece.len() {
+            wr.write_all(&piece).await?;
+        }
+        let next = format!("GET /public/len HTTP/1.1\r\nhost: {host}\r\n\r\n");
+        wr.write_all(next.as_bytes()).await?;
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut seen = Vec::new();
+    let read_all = async {
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("a/public/len") {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(20), read_all).await;
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(
+        finished.is_ok(),
+        "no answer to the request after the upload in 20 s; got: {text}"
+    );
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("a/public/early"), "{text}");
+    assert!(
+        text.contains("HTTP/1.1 200") && text.ends_with("a/public/len"),
+        "{text}"
+    );
+    writer.await.unwrap().expect("the whole upload was taken");
 }
 
 #[tokio::test]
