@@ -351,6 +351,52 @@ async fn large_upload_streams_without_buffering() {
     );
 }
 
+/// A client that sends `Expect: 100-continue` (curl does for large bodies) waits for the
+/// go-ahead before its body: sidegate must give it once the upload is on its way to the app.
+#[tokio::test]
+async fn an_upload_waiting_for_100_continue_goes_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(&[]).await;
+    let mut c = tokio::net::TcpStream::connect(w.sidecar.addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: {}\r\ncookie: {}\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+        w.sidecar.addr,
+        w.cookie()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let go_ahead = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let n = c.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the go-ahead");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(go_ahead.is_ok(), "no 100 Continue in 10 s");
+    assert!(
+        String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    seen.clear();
+    c.write_all(b"hello").await.unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&seen).contains("\"body_len\":5") {
+            let n = c.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the answer");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(answered.is_ok(), "no answer with the body in 10 s: {text}");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     s.lines()
