@@ -45,6 +45,10 @@
 #       scenario on one keep-alive connection after 200 uncounted ones; prints the
 #       instructions per request (stable on a noisy machine, unlike req/s) and keeps
 #       each scenario's profile (callgrind_annotate FILE). Scenarios b-e, i and j.
+#   SCHED=1 SCENARIOS="a c g" RUNS=1 bench/bench.sh
+#       also samples /proc for the middle half of each measured load: CPU, time slices,
+#       run and run-queue wait per slice, involuntary switches of the server under test,
+#       nginx and wrk (bench/schedstat.py), into <round>-<scenario>.sched.txt
 #   ORDER=1 INSTRUCTIONS=300 SCENARIOS="b c d e i j" bench/bench.sh
 #       as INSTRUCTIONS, also counting start-up (OIDC, SAML, local accounts, Redis), 20
 #       local sign-ins, 400 more used in turn for 5 s (as memory.sh does), each
@@ -69,6 +73,7 @@ NGINX_WORKERS="${NGINX_WORKERS:-1}"
 LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none)
 INSTRUCTIONS="${INSTRUCTIONS:-0}"  # > 0: count instructions per request (callgrind), no wrk
 ORDER="${ORDER:-0}"             # 1: with INSTRUCTIONS, write bench/symbol-order.txt
+SCHED="${SCHED:-0}"             # 1: how the kernel scheduled each load (bench/schedstat.py)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -460,12 +465,21 @@ run_scenario() {
   start_sampler "$sut" "$OUT/$tag.rss.txt"
   c0=$(group_ticks "$sut")
   [[ -n $aux ]] && a0=$(group_ticks "$aux")
+  local sched_pid=""
+  if [[ $SCHED == 1 ]]; then
+    local groups=("$sutname=$sut")
+    [[ $sut != "$NGINX_PID" ]] && groups+=("nginx=$NGINX_PID")
+    "$PY" "$HERE/schedstat.py" $((DURATION / 4)) $((DURATION / 2)) "${groups[@]}" wrk=comm:wrk \
+      >"$OUT/$tag.sched.txt" 2>&1 {OP_IN}>&- &
+    sched_pid=$!
+  fi
   timeout -k 5 $((DURATION + 20)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 10s --latency \
       -s "$HERE/wrk-stats.lua" "${hdr[@]}" "$url" >"$OUT/$tag.wrk.txt" 2>&1 {OP_IN}>&- \
     || { stop_sampler; die "$tag: wrk failed or timed out: $(tail -3 "$OUT/$tag.wrk.txt")"; }
   c1=$(group_ticks "$sut")
   [[ -n $aux ]] && a1=$(group_ticks "$aux")
   stop_sampler
+  [[ -n $sched_pid ]] && { wait "$sched_pid" || log "$tag: schedstat failed: $(tail -1 "$OUT/$tag.sched.txt")"; }
   local stats
   stats=$(grep '^STATS ' "$OUT/$tag.wrk.txt") || die "$tag: no STATS line in the wrk output"
   # the same request still answers the same way afterwards (session alive)
