@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{client, config_text, load, Bound, Keys, Sidecar, DEAD_ISSUER};
+use crate::support::{client, config_text, load, read_until, Bound, Keys, Sidecar, DEAD_ISSUER};
 
 /// An app that speaks HTTP/1.1 by hand, so each framing is exactly the one named:
 /// `/len` (Content-Length), `/chunked`, `/empty` (204), `/close` (no length, ended by
@@ -288,19 +288,10 @@ async fn an_answer_before_the_upload_ends_leaves_the_client_connection_usable() 
         Ok::<_, std::io::Error>(wr)
     });
     let mut seen = Vec::new();
-    let read_all = async {
-        let mut chunk = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains("a/public/len") {
-            match rd.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    let finished = tokio::time::timeout(Duration::from_secs(20), read_all).await;
+    let finished = read_until(&mut rd, &mut seen, "a/public/len", Duration::from_secs(20)).await;
     let text = String::from_utf8_lossy(&seen).to_string();
     assert!(
-        finished.is_ok(),
+        finished,
         "no answer to the request after the upload in 20 s; got: {text}"
     );
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");

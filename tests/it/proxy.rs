@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use crate::support::upstream::{header_values, Upstream};
 use crate::support::{
-    client, config_text, load, session_cookie, Bound, Keys, Sidecar, DEAD_ISSUER,
+    client, config_text, load, read_until, session_cookie, Bound, Keys, Sidecar, DEAD_ISSUER,
 };
 
 struct World {
@@ -355,7 +355,7 @@ async fn large_upload_streams_without_buffering() {
 /// go-ahead before its body: sidegate must give it once the upload is on its way to the app.
 #[tokio::test]
 async fn an_upload_waiting_for_100_continue_goes_through() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let w = world(&[]).await;
     let mut c = tokio::net::TcpStream::connect(w.sidecar.addr)
         .await
@@ -367,33 +367,16 @@ async fn an_upload_waiting_for_100_continue_goes_through() {
     );
     c.write_all(head.as_bytes()).await.unwrap();
     let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let go_ahead = tokio::time::timeout(Duration::from_secs(10), async {
-        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-            let n = c.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed before the go-ahead");
-            seen.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await;
-    assert!(go_ahead.is_ok(), "no 100 Continue in 10 s");
-    assert!(
-        String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 100 Continue\r\n"),
-        "{}",
-        String::from_utf8_lossy(&seen)
-    );
+    let ten = Duration::from_secs(10);
+    let go_ahead = read_until(&mut c, &mut seen, "\r\n\r\n", ten).await;
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(go_ahead, "no 100 Continue in 10 s: {text}");
+    assert!(text.starts_with("HTTP/1.1 100 Continue\r\n"), "{text}");
     seen.clear();
     c.write_all(b"hello").await.unwrap();
-    let answered = tokio::time::timeout(Duration::from_secs(10), async {
-        while !String::from_utf8_lossy(&seen).contains("\"body_len\":5") {
-            let n = c.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed before the answer");
-            seen.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await;
+    let answered = read_until(&mut c, &mut seen, "\"body_len\":5", ten).await;
     let text = String::from_utf8_lossy(&seen).to_string();
-    assert!(answered.is_ok(), "no answer with the body in 10 s: {text}");
+    assert!(answered, "no answer with the body in 10 s: {text}");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
 

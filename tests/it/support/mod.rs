@@ -239,6 +239,28 @@ pub fn repo() -> PathBuf {
 }
 
 /// A plain HTTP client that never follows redirects.
+/// Reads from `r` into `seen` until it holds `needle`, for at most `within`: false if the
+/// stream ended, failed or stayed silent first. For tests that speak raw HTTP/1.
+pub async fn read_until(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    seen: &mut Vec<u8>,
+    needle: &str,
+    within: std::time::Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        while !String::from_utf8_lossy(seen).contains(needle) {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+        true
+    };
+    tokio::time::timeout(within, read).await.unwrap_or(false)
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
