@@ -80,23 +80,31 @@ impl Line {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>> {
         let mut answer = std::pin::pin!(self.sender.try_send_request(req));
-        // Only driving the connection answers (a connection that closes answers too: with
-        // an error, or by handing the request back unsent when dropped), so the answer is
-        // polled right after, never with the task's waker. The connection is driven first
-        // without it too: what it touches remembers the last waker, and waking that waker
-        // later (the body channel does, when its chunk is taken) would cost this task a
-        // poll with nothing to do. Only while no answer has come is it driven with the
-        // task's waker, to be woken by the app's reply.
         poll_fn(|cx| {
-            let mut idle = Context::from_waker(Waker::noop());
-            self.drive(&mut idle);
-            if let Poll::Ready(answered) = answer.as_mut().poll(&mut idle) {
-                return Poll::Ready(answered);
-            }
-            self.drive(cx);
-            answer.as_mut().poll(&mut idle)
+            quietly(cx, |cx| {
+                self.drive(cx);
+                // Only driving the connection answers (a connection that closes answers
+                // too: with an error, or by handing the request back unsent when dropped),
+                // so the answer itself never needs the task's waker.
+                answer
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            })
         })
         .await
+    }
+}
+
+/// Polls `poll` first with a waker that does nothing and, only if nothing is ready, again
+/// with the task's. hyper's channels wake the last waker they were polled with, even when
+/// that is the task now running: what is already there then wakes nobody, where it would
+/// cost the task a poll with nothing to do (3.7 task polls per forwarded request instead of
+/// 2). The second call polls again whatever the first found pending, so the task is woken
+/// when it comes.
+fn quietly<T>(cx: &mut Context<'_>, mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+    match poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Pending => poll(cx),
+        ready => ready,
     }
 }
 
@@ -265,17 +273,8 @@ impl http_body::Body for Streamed {
         if let Some(e) = this.failed.take() {
             return Poll::Ready(Some(Err(Box::new(e))));
         }
-        // First without the task's waker. The connection hands the body over one chunk at a
-        // time and taking a chunk wakes it, through the waker it was last driven with: a
-        // chunk that is already here then wakes nobody, where it would cost this task a
-        // poll with nothing to do. Only when nothing is here are both polled with the
-        // task's waker, to be woken when something comes.
-        let mut idle = Context::from_waker(Waker::noop());
-        let frame = match this.drive_and_poll(&mut idle) {
-            Poll::Pending => this.drive_and_poll(cx),
-            ready => ready,
-        };
-        match frame {
+        // The connection hands the body over a chunk at a time, and taking one wakes it.
+        match quietly(cx, |cx| this.drive_and_poll(cx)) {
             Poll::Ready(Some(Err(e))) => {
                 // The connection is driven in this task, so its reset can arrive in the same
                 // poll as the head: held back one poll, the server flushes the status and
