@@ -69,8 +69,19 @@ impl Line {
     /// through the connection's request channel, for a poll with nothing to do. The
     /// exchange that follows in the same poll leaves the task's waker when it must wait.
     fn usable(&mut self) -> bool {
-        let mut idle = Context::from_waker(Waker::noop());
-        self.drive(&mut idle) && matches!(self.sender.poll_ready(&mut idle), Poll::Ready(Ok(())))
+        matches!(
+            self.ready(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(true)
+        )
+    }
+
+    /// Drives the connection until it can take a request (true) or has closed or failed
+    /// (false).
+    fn ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if !self.drive(cx) {
+            return Poll::Ready(false);
+        }
+        self.sender.poll_ready(cx).map(|r| r.is_ok())
     }
 
     /// Sends `req` and drives the connection until the response head arrives. A request
@@ -330,14 +341,7 @@ fn finish_upload(mut line: Line, lane: Arc<Lane>) {
         return;
     };
     runtime.spawn(async move {
-        let idle = poll_fn(|cx| {
-            if !line.drive(cx) {
-                return Poll::Ready(false);
-            }
-            line.sender.poll_ready(cx).map(|r| r.is_ok())
-        })
-        .await;
-        if idle {
+        if poll_fn(|cx| line.ready(cx)).await {
             lane.put(line);
         }
     });
