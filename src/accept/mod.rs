@@ -126,11 +126,7 @@ pub async fn serve<H, F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let from = Downstream {
-            peer,
-            tls: tls.is_some(),
-            lane: Arc::default(),
-        };
+        let from = Downstream::new(peer, tls.is_some());
         let h = handler.clone();
         let svc = service_fn(move |req| {
             // One allocation instead of hyper moving a multi-KB future through its dispatcher.

@@ -291,7 +291,7 @@ impl Sessions {
             Err(e) => return Checked::Invalid(e),
         };
         let session = if self.server_side() {
-            let Some(h) = Handle::parse(&value) else {
+            let Some(h) = std::str::from_utf8(&value).ok().and_then(Handle::parse) else {
                 return Checked::Invalid(Invalid::Open(OpenError::Malformed));
             };
             // Boxed: a Redis read is a large future, and this one is on every request.
@@ -308,9 +308,13 @@ impl Sessions {
                 None => return Checked::Invalid(Invalid::Open(OpenError::Tampered)),
             }
         } else if let Some(s) = self.opened.get(&value) {
+            // Equal to a value that opened, so text: no UTF-8 check on the usual path.
             s
         } else {
-            let plain = match cookie::open(&self.cfg.keys, PURPOSE, &value) {
+            let Ok(value) = std::str::from_utf8(&value) else {
+                return Checked::Invalid(Invalid::Open(OpenError::Malformed));
+            };
+            let plain = match cookie::open(&self.cfg.keys, PURPOSE, value) {
                 Ok(p) => p,
                 Err(e) => return Checked::Invalid(Invalid::Open(e)),
             };
@@ -318,7 +322,7 @@ impl Sessions {
                 return Checked::Invalid(Invalid::Payload);
             };
             let s = Arc::new(session_of(p, None));
-            self.opened.keep(&value, &s);
+            self.opened.keep(value, &s);
             s
         };
         let now = unix(now);
@@ -340,18 +344,15 @@ impl Sessions {
         }
     }
 
-    /// The whole sealed value, joined from chunks when needed.
+    /// The whole sealed value, joined from chunks when needed, as bytes: the caller checks
+    /// it is text only when it has to open it.
     /// Borrows the value when it is one cookie (the usual case); joins chunks otherwise.
-    fn read_value<'h>(&self, headers: &'h HeaderMap) -> Result<Option<Cow<'h, str>>, Invalid> {
+    fn read_value<'h>(&self, headers: &'h HeaderMap) -> Result<Option<Cow<'h, [u8]>>, Invalid> {
         let base = self.cfg.cookie_name.as_bytes();
-        let mut whole: Option<&'h str> = None;
-        let mut chunks: Vec<Option<&'h str>> = Vec::new();
+        let mut whole: Option<&'h [u8]> = None;
+        let mut chunks: Vec<Option<&'h [u8]>> = Vec::new();
         for (name, value) in cookie_pairs(headers) {
-            // Only our own values are checked as text (the app's cookies are never read).
             let Some(rest) = name.strip_prefix(base) else {
-                continue;
-            };
-            let Ok(value) = std::str::from_utf8(value) else {
                 continue;
             };
             if rest.is_empty() {
@@ -376,9 +377,9 @@ impl Sessions {
         if chunks.is_empty() {
             return Ok(None);
         }
-        let mut out = String::new();
+        let mut out = Vec::new();
         for c in chunks {
-            out.push_str(c.ok_or(Invalid::Chunks)?);
+            out.extend_from_slice(c.ok_or(Invalid::Chunks)?);
             if out.len() > cookie::MAX_SEALED_LEN {
                 return Err(Invalid::Open(OpenError::Oversized));
             }
@@ -509,7 +510,7 @@ impl Sessions {
         let Ok(Some(v)) = self.read_value(headers) else {
             return;
         };
-        if let Some(h) = Handle::parse(&v) {
+        if let Some(h) = std::str::from_utf8(&v).ok().and_then(Handle::parse) {
             if let Err(e) = self.store.delete(&h.record_key()).await {
                 tracing::warn!(error = %e, "logout: the session could not be deleted from the store");
             }

@@ -15,6 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxSeededState;
+
 use super::Session;
 
 /// Bytes of the sealed value that key an entry.
@@ -36,7 +38,7 @@ struct Entry {
 
 /// Opened cookie sessions by sealed value (bounded by bytes, each kept a minute).
 pub(super) struct Opened {
-    cache: moka::sync::Cache<[u8; KEY_LEN], Arc<Entry>>,
+    cache: moka::sync::Cache<[u8; KEY_LEN], Arc<Entry>, FxSeededState>,
 }
 
 /// An entry's share of `MAX_BYTES`.
@@ -44,8 +46,7 @@ fn weight(value: &str) -> usize {
     value.len() + ENTRY_OVERHEAD
 }
 
-fn key(value: &str) -> [u8; KEY_LEN] {
-    let b = value.as_bytes();
+fn key(b: &[u8]) -> [u8; KEY_LEN] {
     let tail = &b[b.len().saturating_sub(KEY_LEN)..];
     let mut k = [0u8; KEY_LEN];
     k[KEY_LEN - tail.len()..].copy_from_slice(tail);
@@ -76,14 +77,16 @@ impl Opened {
                 .max_capacity(MAX_BYTES)
                 .weigher(|_, e: &Arc<Entry>| u32::try_from(weight(&e.value)).unwrap_or(u32::MAX))
                 .time_to_live(LIFETIME)
-                .build(),
+                // A fast hash suffices: only values that opened are kept, and their keys
+                // are AEAD tag bytes, which nobody without the cookie key can choose.
+                .build_with_hasher(FxSeededState::with_seed(rand::random::<u64>() as usize)),
         }
     }
 
-    /// The session `value` opened to before, if this exact value did.
-    pub(super) fn get(&self, value: &str) -> Option<Arc<Session>> {
+    /// The session `value` opened to before, if this exact value did (so a hit is text).
+    pub(super) fn get(&self, value: &[u8]) -> Option<Arc<Session>> {
         let e = self.cache.get(&key(value))?;
-        same(e.value.as_bytes(), value.as_bytes()).then(|| e.session.clone())
+        same(e.value.as_bytes(), value).then(|| e.session.clone())
     }
 
     /// Remembers that `value` opened to `session`, if the cache has room.
@@ -92,7 +95,7 @@ impl Opened {
             return;
         }
         self.cache.insert(
-            key(value),
+            key(value.as_bytes()),
             Arc::new(Entry {
                 value: value.into(),
                 session: session.clone(),
@@ -142,19 +145,19 @@ mod tests {
             if n >= fit {
                 // Asked for often: an evicting cache would admit it over the old entries.
                 for _ in 0..50 {
-                    assert!(opened.get(&value(n, len)).is_none());
+                    assert!(opened.get(value(n, len).as_bytes()).is_none());
                 }
             }
             opened.keep(&value(n, len), &session(&n.to_string()));
             opened.cache.run_pending_tasks();
         }
         for n in 0..fit {
-            let got = opened.get(&value(n, len)).map(|s| s.sid.clone());
+            let got = opened.get(value(n, len).as_bytes()).map(|s| s.sid.clone());
             assert_eq!(got, Some(n.to_string()), "entry {n} of {fit} was not kept");
         }
         for n in fit..fit + 8 {
             assert!(
-                opened.get(&value(n, len)).is_none(),
+                opened.get(value(n, len).as_bytes()).is_none(),
                 "entry {n} went past the cap"
             );
         }
@@ -170,10 +173,10 @@ mod tests {
         forged[0] = b'x';
         let forged = String::from_utf8(forged).expect("ascii");
         assert_eq!(
-            opened.get(&real).map(|s| s.sid.clone()),
+            opened.get(real.as_bytes()).map(|s| s.sid.clone()),
             Some("alice".into())
         );
-        assert!(opened.get(&forged).is_none());
+        assert!(opened.get(forged.as_bytes()).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use rustc_hash::FxSeededState;
 use serde::Serialize;
 
 use crate::config::{AssertionConfig, CompatHeader, HeaderConfig};
@@ -105,7 +106,7 @@ pub struct Signer {
     issuer: String,
     strip_set: Vec<String>,
     jwks: Bytes,
-    cache: moka::sync::Cache<String, Arc<IdentityHeaders>>,
+    cache: moka::sync::Cache<String, Arc<IdentityHeaders>, FxSeededState>,
 }
 
 /// An extra claim as header text: strings as they are, lists comma-joined.
@@ -182,7 +183,9 @@ impl Signer {
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
-                .build(),
+                // A fast hash suffices: a key is a random session id or the hash of a token
+                // that verified, looked up only once the credential has been checked.
+                .build_with_hasher(FxSeededState::with_seed(rand::random::<u64>() as usize)),
             cfg,
         }
     }

@@ -161,6 +161,23 @@ async fn oversized_malformed_and_piles_of_stale_cookies_are_harmless() {
     ] {
         assert_eq!(get(bad.clone()).await.unwrap(), 401, "{bad}");
     }
+    // Not text (obs-text bytes), alone or as the valid cookie (opened just before, so
+    // cached) with one byte changed outside its cache key: refused.
+    assert_eq!(get(w.cookie.clone()).await.unwrap(), 200);
+    let mut flipped = w.cookie.clone().into_bytes();
+    let at = flipped.len() - 40;
+    flipped[at] = 0xff;
+    for bad in [b"_sidegate=\xfe\xff\x80abc".to_vec(), flipped] {
+        let status = client()
+            .get(w.sidecar.url("/api"))
+            .header("accept", "application/json")
+            .header("cookie", http::HeaderValue::from_bytes(&bad).unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{}", String::from_utf8_lossy(&bad));
+    }
     // Thousands of stale login-transaction cookies next to a valid session: still served.
     // (Abandoned logins leave `_sidegate_login_<state>` cookies; 2000 of them fit the limit.)
     let stale: String = (0..2000)
