@@ -337,37 +337,61 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Names listed in `Connection` exist only with a `Connection` header, itself hop-by-hop:
-    // a request with none of these (the usual case) costs one pass over its names.
-    if headers.keys().any(is_hop) {
-        // Only names beyond the fixed set are listed: the usual `keep-alive` or `close`
-        // leaves this empty, and an empty `Vec` does not allocate.
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !t.eq_ignore_ascii_case("close")
-                    && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        // The fixed names present, each at most once (`keys` yields a name once): kept on
-        // the stack, since the map cannot change while its keys are borrowed.
-        let mut gone: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
-        for (slot, name) in gone.iter_mut().zip(headers.keys().filter(|k| is_hop(k))) {
-            *slot = Some(name.clone());
+    // a message with none of these (the usual request) costs one pass over its names.
+    let mut hops = headers.keys().filter(|k| is_hop(k));
+    let first = hops.next().map(|k| k == header::CONNECTION);
+    let more = hops.next().is_some();
+    match first {
+        None => {}
+        // The usual answer: `Connection: keep-alive` (or `close`) alone, naming nothing.
+        Some(true) if !more && !keep_upgrade && names_nothing(headers) => {
+            headers.remove(header::CONNECTION);
         }
-        for name in gone.into_iter().flatten().chain(listed) {
-            if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
-                continue;
-            }
-            headers.remove(name);
-        }
+        Some(_) => remove_every_hop(headers, keep_upgrade),
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether every `Connection` token is `keep-alive` or `close`, so it names no header.
+fn names_nothing(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().all(|v| {
+        v.as_bytes().split(|&b| b == b',').all(|t| {
+            let t = t.trim_ascii();
+            t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+        })
+    })
+}
+
+/// The general case of `remove_hop_by_hop`: the fixed names present and every name
+/// `Connection` lists.
+fn remove_every_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Only names beyond the fixed set are listed: `keep-alive` or `close` leaves this
+    // empty, and an empty `Vec` does not allocate.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    // The fixed names present, each at most once (`keys` yields a name once): kept on the
+    // stack, since the map cannot change while its keys are borrowed.
+    let mut gone: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
+    for (slot, name) in gone.iter_mut().zip(headers.keys().filter(|k| is_hop(k))) {
+        *slot = Some(name.clone());
+    }
+    for name in gone.into_iter().flatten().chain(listed) {
+        if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
+            continue;
+        }
+        headers.remove(name);
     }
 }
 
@@ -402,6 +426,28 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn a_plain_keep_alive_goes_and_one_that_names_a_header_takes_it_along() {
+        let mut h = map(&[("connection", "Keep-Alive"), ("content-type", "text/plain")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["content-type"]
+        );
+        for listed in ["keep-alive, x-listed", "close", "x-listed"] {
+            let mut h = map(&[("connection", listed), ("x-listed", "1"), ("x-kept", "2")]);
+            remove_hop_by_hop(&mut h, false);
+            let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            left.sort_unstable();
+            let want: &[&str] = if listed == "close" {
+                &["x-kept", "x-listed"]
+            } else {
+                &["x-kept"]
+            };
+            assert_eq!(left, want, "Connection: {listed}");
+        }
     }
 
     #[test]
