@@ -436,6 +436,34 @@ async fn upstream_down_is_502_and_slow_is_504() {
 }
 
 #[tokio::test]
+async fn the_response_timeout_counts_from_each_request_on_a_kept_alive_connection() {
+    // One client connection, so one lane and its one timer, reset for every request.
+    let w = world(&[("upstream", "response_timeout = \"1s\"")]).await;
+    let (c, cookie) = (client(), w.cookie());
+    let get = |path: &'static str| {
+        let rb = c.get(w.sidecar.url(path)).header("cookie", &cookie);
+        async move {
+            let t = std::time::Instant::now();
+            let status = rb.send().await.unwrap().status().as_u16();
+            (status, t.elapsed())
+        }
+    };
+    assert_eq!(get("/fast").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get("/fast").await.0, 200);
+    // A deadline left from the first request would cut this one at about 0.4 s.
+    for _ in 0..2 {
+        let (status, took) = get("/slow").await;
+        assert_eq!(status, 504);
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "504 after {took:?}"
+        );
+    }
+    assert_eq!(get("/fast").await.0, 200);
+}
+
+#[tokio::test]
 async fn own_endpoints_are_never_proxied() {
     let w = world(&[]).await;
     for p in ["/.sidegate/nope", "/.SIDEGATE/nope", "/.sidegate"] {
