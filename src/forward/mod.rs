@@ -354,14 +354,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The tokens of every `Connection` value, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
 /// Whether every `Connection` token is `keep-alive` or `close`, so it names no header.
 fn names_nothing(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().all(|v| {
-        v.as_bytes().split(|&b| b == b',').all(|t| {
-            let t = t.trim_ascii();
-            t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-        })
-    })
+    connection_tokens(headers)
+        .all(|t| t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close"))
 }
 
 /// The general case of `remove_hop_by_hop`: the fixed names present and every name
@@ -369,17 +374,14 @@ fn names_nothing(headers: &HeaderMap) -> bool {
 fn remove_every_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Only names beyond the fixed set are listed: `keep-alive` or `close` leaves this
     // empty, and an empty `Vec` does not allocate.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter(|t| {
-            !t.eq_ignore_ascii_case("close")
-                && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h))
+            !t.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
         })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     // The fixed names present, each at most once (`keys` yields a name once): kept on the
     // stack, since the map cannot change while its keys are borrowed.
