@@ -22,6 +22,9 @@
 #   j bearer      sidegate, protected path, Authorization: Bearer with a JWT
 #                 access token (ES256, at+jwt) from the test OP's client
 #                 credentials grant, verified against its JWKS        /         200
+#   k nginx-proxy nginx as a plain reverse proxy (bench/nginx-proxy.conf.in,
+#                 NGINX_PROXY_WORKERS workers, 2 by default): one more hop at
+#                 its cheapest here, the floor for b and f   /         200
 # Every proxy forwards to the same nginx. The Apache instances (bench/apache/)
 # run in the foreground with their own ServerRoot, config and PidFile under the
 # run dir; the system's apache2 service and /etc/apache2 are not used.
@@ -68,8 +71,9 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-2}"           # seconds, same load, not recorded
 PAUSE="${PAUSE:-1}"             # seconds between scenarios
-SCENARIOS="${SCENARIOS:-a b c d e f g h i j}"
+SCENARIOS="${SCENARIOS:-a b c d e f g h i j k}"
 NGINX_WORKERS="${NGINX_WORKERS:-1}"
+NGINX_PROXY_WORKERS="${NGINX_PROXY_WORKERS:-2}"   # scenario k
 LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none)
 INSTRUCTIONS="${INSTRUCTIONS:-0}"  # > 0: count instructions per request (callgrind), no wrk
 ORDER="${ORDER:-0}"             # 1: with INSTRUCTIONS, write bench/symbol-order.txt
@@ -80,7 +84,7 @@ die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=lib.sh
 source "$ROOT/bench/lib.sh"
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS LOGINS INSTRUCTIONS ORDER; do
+for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS NGINX_PROXY_WORKERS LOGINS INSTRUCTIONS ORDER; do
   isint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((RUNS >= 1 && RUNS <= 10)) || die "RUNS must be 1..10"
@@ -90,7 +94,7 @@ done
 raise_nofile "$CONNS"
 ((THREADS >= 1 && THREADS <= 16 && THREADS <= CONNS)) || die "THREADS must be 1..16 and <= CONNS"
 ((LOGINS <= 100)) || die "LOGINS must be 0..100"
-for s in $SCENARIOS; do [[ $s == [a-j] ]] || die "unknown scenario '$s' (a b c d e f g h i j)"; done
+for s in $SCENARIOS; do [[ $s == [a-k] ]] || die "unknown scenario '$s' (a b c d e f g h i j k)"; done
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }   # SCENARIO: is it selected
 if ((INSTRUCTIONS > 0)); then
   ((INSTRUCTIONS <= 100000)) || die "INSTRUCTIONS must be 1..100000 requests"
@@ -123,13 +127,14 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # distinct free ports, chosen while all the sockets are held (some stay unused)
 read -r UPSTREAM_PORT SG_PORT SG_ADMIN_PORT SGR_PORT SGR_ADMIN_PORT SGS_PORT SGS_ADMIN_PORT \
-  REDIS_PORT SAML_IDP_PORT APACHE_PORT OPENIDC_PORT MELLON_PORT SGL_PORT SGL_ADMIN_PORT < <("$PY" -c '
+  REDIS_PORT SAML_IDP_PORT APACHE_PORT OPENIDC_PORT MELLON_PORT SGL_PORT SGL_ADMIN_PORT \
+  NGINX_PROXY_PORT < <("$PY" -c '
 import socket
-ss = [socket.socket() for _ in range(14)]
+ss = [socket.socket() for _ in range(15)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))
 for s in ss: s.close()')
-[[ -n ${SGL_ADMIN_PORT:-} ]] || die "could not pick free ports"
+[[ -n ${NGINX_PROXY_PORT:-} ]] || die "could not pick free ports"
 UP="http://127.0.0.1:$UPSTREAM_PORT"
 SG="http://127.0.0.1:$SG_PORT"              # sidegate, cookie sessions (b-e)
 SGR="http://127.0.0.1:$SGR_PORT"            # sidegate, Redis sessions (i)
@@ -138,6 +143,7 @@ SAML_IDP="http://127.0.0.1:$SAML_IDP_PORT"  # SimpleSAMLphp
 APACHE="http://127.0.0.1:$APACHE_PORT"      # Apache plain (f)
 OPENIDC="http://127.0.0.1:$OPENIDC_PORT"    # Apache + mod_auth_openidc (g)
 MELLON="http://127.0.0.1:$MELLON_PORT"      # Apache + mod_auth_mellon (h)
+NGINX_PROXY="http://127.0.0.1:$NGINX_PROXY_PORT"  # nginx as a plain proxy (k)
 OPENIDC_CALLBACK=/redirect_uri
 MELLON_CALLBACK=/mellon/postResponse
 
@@ -185,6 +191,19 @@ NGINX_PID=$!
 started "$NGINX_PID" nginx
 wait_port "$UPSTREAM_PORT" 10 || { cat "$RUN/error.log" >&2; die "nginx did not come up"; }
 log "upstream nginx: pid $NGINX_PID on $UP"
+if wants k; then
+  PRUN="$OUT/nginx-proxy"
+  mkdir -p "$PRUN/tmp"
+  render "$HERE/nginx-proxy.conf.in" "$PRUN/nginx.conf" RUN="$PRUN" PORT="$NGINX_PROXY_PORT" \
+    UPSTREAM_PORT="$UPSTREAM_PORT" WORKERS="$NGINX_PROXY_WORKERS"
+  /usr/sbin/nginx -t -q -c "$PRUN/nginx.conf" -p "$PRUN" 2>"$PRUN/configtest.log" \
+    || { cat "$PRUN/configtest.log" >&2; die "nginx proxy config test failed"; }
+  /usr/sbin/nginx -c "$PRUN/nginx.conf" -p "$PRUN" </dev/null >"$PRUN/stdout.log" 2>&1 &
+  NGINX_PROXY_PID=$!
+  started "$NGINX_PROXY_PID" nginx-proxy
+  wait_port "$NGINX_PROXY_PORT" 10 || { cat "$PRUN/error.log" >&2; die "nginx proxy did not come up"; }
+  log "nginx as a plain proxy: pid $NGINX_PROXY_PID on $NGINX_PROXY"
+fi
 
 # ---- the test OP ------------------------------------------------------------------
 # Its stdin is a FIFO whose only writer is this shell: if the bench dies in
@@ -527,6 +546,7 @@ version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo none; }   # P
   echo "nproc=$(nproc) kernel=$(uname -r) loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "sidegate: $("$SIDEGATE" --version 2>/dev/null | head -1 || echo unknown) git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
   echo "nginx-light $(version nginx-light) ($NGINX_WORKERS worker), wrk $(version wrk)"
+  wants k && echo "nginx as a plain proxy (k): $NGINX_PROXY_WORKERS workers"
   echo "oidc-provider $(node -p "require('$ROOT/tests/idp/node_modules/oidc-provider/package.json').version"), node $(node --version)"
   if wants f || wants g || wants h; then
     echo "apache2 $(version apache2) (MPM event, 2 children x $APACHE_THREADS threads)," \
@@ -576,6 +596,7 @@ for ((r = 1; r <= RUNS; r++)); do
       i) AUX_PID=$REDIS_PID AUX_NAME=redis-server \
            run_scenario "$r" i-redis "$SGR/" 200 "$SGR_PID" sidegate-redis -H "Cookie: $REDIS_COOKIE" ;;
       j) run_scenario "$r" j-bearer "$SG/" 200 "$SG_PID" sidegate -H "Authorization: Bearer $BEARER" ;;
+      k) run_scenario "$r" k-nginx-proxy "$NGINX_PROXY/" 200 "$NGINX_PROXY_PID" nginx-proxy ;;
     esac
   done
 done
@@ -613,6 +634,7 @@ fi
   wants f && echo "  apache-plain $(group_rss "$APACHE_PID")"
   wants g && echo "  apache-openidc $(group_rss "$OPENIDC_PID")"
   wants h && echo "  apache-mellon $(group_rss "$MELLON_PID")"
+  wants k && echo "  nginx-proxy $(group_rss "$NGINX_PROXY_PID")"
   echo "  nginx $(group_rss "$NGINX_PID")"
 } >>"$OUT/env.txt"
 
