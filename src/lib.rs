@@ -79,6 +79,9 @@ pub enum RunError {
     /// The stages could not be built (SAML service provider, session store).
     #[error(transparent)]
     Context(#[from] pipeline::ContextError),
+    /// The connection threads could not be started.
+    #[error(transparent)]
+    Threads(#[from] accept::StartError),
 }
 
 /// Runs sidegate on the given listeners until `shutdown` flips to true, then drains.
@@ -150,7 +153,7 @@ const RELOAD_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 
 /// Applies a reloaded config: builds the new context beside the old one, lets its IdP
 /// discovery and metadata load (bounded), then swaps it in. Connections stay open; the
-/// listeners, TLS and timeouts of `[server]` need a restart.
+/// listeners, TLS, timeouts and connection threads of `[server]` need a restart.
 async fn apply_reload(live: &Live, config: config::Config) {
     let old = live.cx.load_full();
     let cx = match pipeline::Context::reloaded(config, &old) {
@@ -185,10 +188,20 @@ pub async fn run_reloading(
         Some(t) => Some(accept::tls_acceptor(&t.cert_file, &t.key_file)?),
         None => None,
     };
-    let opts = accept::ServeOptions {
+    // Public connections on their own threads; the admin listener stays on this runtime.
+    let threads = match config.server.threads {
+        0 => None,
+        n => Some(Arc::new(accept::Threads::start(n)?)),
+    };
+    let admin_opts = accept::ServeOptions {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
         max_connections: config.server.max_connections,
+        threads: None,
+    };
+    let opts = accept::ServeOptions {
+        threads: threads.clone(),
+        ..admin_opts.clone()
     };
     let cx = Arc::new(pipeline::Context::new(config)?);
     let live = Arc::new(Live {
@@ -206,15 +219,22 @@ pub async fn run_reloading(
         tasks.spawn(accept::serve(
             l,
             tls.clone(),
-            opts,
+            opts.clone(),
             handler,
             shutdown.clone(),
         ));
     }
     if let Some(l) = listeners.admin {
         let live = live.clone();
-        let handler = move |req, _from| admin::handle(live.cx.load_full(), req);
-        tasks.spawn(accept::serve(l, None, opts, handler, shutdown.clone()));
+        let threads = threads.clone();
+        let handler = move |req, _from| admin::handle(live.cx.load_full(), threads.clone(), req);
+        tasks.spawn(accept::serve(
+            l,
+            None,
+            admin_opts,
+            handler,
+            shutdown.clone(),
+        ));
     }
     let settle = page_out_once_settled(live.clone());
     let reloader = reloads.map(|mut rx| {

@@ -270,6 +270,7 @@ fn reloads(
 ) -> tokio::sync::mpsc::Receiver<sidegate::config::Config> {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let listen = (running.server.listen.clone(), running.server.admin_listen);
+    let threads = running.server.threads;
     tokio::spawn(async move {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .expect("SIGHUP handler");
@@ -293,6 +294,13 @@ fn reloads(
             };
             if (cfg.server.listen.clone(), cfg.server.admin_listen) != listen {
                 tracing::warn!("server.listen / server.admin_listen changed: listeners need a restart; the other changes apply now");
+            }
+            if cfg.server.threads != threads {
+                tracing::warn!(
+                    running = threads,
+                    configured = cfg.server.threads,
+                    "server.threads changed: it needs a restart; the other changes apply now"
+                );
             }
             if tx.send(cfg).await.is_err() {
                 return;

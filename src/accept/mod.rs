@@ -22,6 +22,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::forward::Downstream;
 use crate::Body;
 
+mod threads;
+pub use threads::{StartError, Threads};
+
 /// Largest request head accepted: 64 KiB, room for many cookies and long URLs, far from the
 /// ~400 KiB hyper would otherwise buffer per connection.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -67,7 +70,7 @@ pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, Tl
 }
 
 /// Serving options.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Time allowed for request headers.
     pub header_read_timeout: Duration,
@@ -75,6 +78,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Open connections allowed on the listener; more are closed at once.
     pub max_connections: usize,
+    /// Where connections run: their own threads, or (`None`) tasks of the caller's runtime.
+    pub threads: Option<Arc<Threads>>,
 }
 
 /// Serves `listener` until `shutdown` flips to true, then drains connections up to the grace
@@ -136,7 +141,7 @@ pub async fn serve<H, F>(
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let conn = move |stream: tokio::net::TcpStream| async move {
             let _slot = slot;
             match tls {
                 None => {
@@ -159,7 +164,13 @@ pub async fn serve<H, F>(
                     let _ = watcher.watch(conn).await;
                 }
             }
-        });
+        };
+        match &opts.threads {
+            Some(threads) => threads.spawn(stream, conn),
+            None => {
+                tokio::spawn(conn(stream));
+            }
+        }
     }
     drop(listener);
     tokio::select! {

@@ -114,8 +114,13 @@ impl Metrics {
     }
 }
 
-/// Serves one admin request.
-pub async fn handle(cx: Arc<Context>, req: Request<Incoming>) -> Response<Body> {
+/// Serves one admin request. `threads` are the public connections' threads, if any: their
+/// tasks count in the `tasks` metric.
+pub async fn handle(
+    cx: Arc<Context>,
+    threads: Option<Arc<crate::accept::Threads>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let text = |status: StatusCode, body: String, ctype: &'static str| {
         Response::builder()
             .status(status)
@@ -146,11 +151,11 @@ pub async fn handle(cx: Arc<Context>, req: Request<Incoming>) -> Response<Body> 
             cx.metrics
                 .active_sessions
                 .set(cx.signer.active_sessions() as i64);
-            cx.metrics.tasks.set(
-                tokio::runtime::Handle::current()
-                    .metrics()
-                    .num_alive_tasks() as i64,
-            );
+            let tasks = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+                + threads.as_ref().map_or(0, |t| t.alive_tasks());
+            cx.metrics.tasks.set(tasks as i64);
             cx.metrics.tunnels.set(cx.tunnels.open() as i64);
             let mut out = String::new();
             if encode(&mut out, &cx.metrics.registry).is_err() {

@@ -81,6 +81,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Open connections per listener; more are closed at once.
     pub max_connections: usize,
+    /// Threads that serve client connections, each connection on one (default: the cores
+    /// sidegate may use). 0 serves them as tasks of the shared work-stealing runtime.
+    pub threads: usize,
     /// Requests per minute to the login endpoints per client address (0: no limit).
     pub login_rate_per_minute: u32,
 }

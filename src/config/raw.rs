@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// The whole file. Every section is optional so that one missing section is reported
 /// with the rest instead of stopping the parse.
@@ -37,6 +37,7 @@ pub struct Pages {
 #[serde(default)]
 pub struct Local {
     pub users_file: Option<String>,
+    #[serde(deserialize_with = "whole_number")]
     pub max_failures: Option<u32>,
     pub lockout: Option<String>,
 }
@@ -117,7 +118,11 @@ pub struct Server {
     pub tls: Option<Tls>,
     pub header_read_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
+    #[serde(deserialize_with = "whole_number")]
     pub max_connections: Option<usize>,
+    #[serde(deserialize_with = "whole_number")]
+    pub threads: Option<usize>,
+    #[serde(deserialize_with = "whole_number")]
     pub login_rate_per_minute: Option<u32>,
 }
 
@@ -135,6 +140,7 @@ pub struct Upstream {
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub pass_host_header: Option<bool>,
+    #[serde(deserialize_with = "whole_number")]
     pub max_idle_connections: Option<usize>,
 }
 
@@ -410,6 +416,7 @@ pub struct Saml {
     pub sp_cert_file: Option<String>,
     pub sign_authn_requests: Option<bool>,
     pub name_id_format: Option<String>,
+    #[serde(deserialize_with = "whole_number")]
     pub max_response_bytes: Option<usize>,
     // The first IdP, written directly in [saml] (named by `name`, default "default").
     // Spelled out, not `#[serde(flatten)] SamlIdp`: flatten hides unknown keys from
@@ -451,4 +458,35 @@ pub struct SamlAttributes {
     pub email: Option<String>,
     pub role: Option<String>,
     pub teams: Option<String>,
+}
+
+/// A whole number, written as one or as text: an environment override is always text
+/// (`SIDEGATE_SERVER__THREADS=4`), and only these fields say a number is meant.
+fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64> + std::str::FromStr,
+{
+    struct Visit<T>(std::marker::PhantomData<T>);
+    impl<T: TryFrom<u64> + std::str::FromStr> serde::de::Visitor<'_> for Visit<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            T::try_from(n)
+                .map(Some)
+                .map_err(|_| E::custom(format!("{n} is too large")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            let n = u64::try_from(n).map_err(|_| E::custom(format!("{n} is negative")))?;
+            self.visit_u64(n)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            s.parse()
+                .map(Some)
+                .map_err(|_| E::custom(format!("\"{s}\" is not a whole number")))
+        }
+    }
+    d.deserialize_any(Visit(std::marker::PhantomData))
 }

@@ -24,6 +24,8 @@ mod saml;
 mod store;
 
 const ENV_PREFIX: &str = "SIDEGATE_";
+/// More connection threads than this is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
 
 struct Problems(Vec<Problem>);
 
@@ -100,7 +102,8 @@ pub(super) fn load(text: &str, env: &Env, base_dir: &Path) -> Result<Config, Con
 }
 
 /// `SIDEGATE_SECTION__KEY=value` (and deeper, `SIDEGATE_SERVER__TLS__CERT_FILE`) overrides the
-/// file. Values that look like TOML arrays or booleans are parsed as such, all else is a string.
+/// file. Values that look like TOML arrays or booleans are parsed as such, all else is a string
+/// (which the number fields read as a number: `raw::whole_number`).
 fn apply_env_overrides(table: &mut toml::Table, env: &Env, problems: &mut Problems) {
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
@@ -561,6 +564,16 @@ fn build_server(s: &raw::Server, p: &mut Problems) -> Option<ServerConfig> {
             "leave it out for the default (10000) or give the number of open connections to allow",
         );
     }
+    let threads = s.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    if threads > MAX_THREADS {
+        p.add(
+            "server.threads",
+            format!("is {threads}, more than {MAX_THREADS}"),
+            "leave it out for one thread per core, or give a smaller number",
+        );
+    }
     Some(ServerConfig {
         listen,
         admin_listen,
@@ -571,6 +584,7 @@ fn build_server(s: &raw::Server, p: &mut Problems) -> Option<ServerConfig> {
         header_read_timeout,
         shutdown_grace,
         max_connections,
+        threads,
         login_rate_per_minute: s.login_rate_per_minute.unwrap_or(60),
     })
 }
@@ -1066,6 +1080,7 @@ pub(super) fn describe(c: &Config) -> String {
             "max_connections",
             V::Integer(c.server.max_connections as i64),
         ),
+        ("threads", V::Integer(c.server.threads as i64)),
         (
             "login_rate_per_minute",
             V::Integer(i64::from(c.server.login_rate_per_minute)),

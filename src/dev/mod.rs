@@ -272,6 +272,7 @@ pub async fn run(
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
         max_connections: config.server.max_connections,
+        threads: None,
     };
     let mut tasks = tokio::task::JoinSet::new();
     // The echo page offers a switch to every other running IdP: log out, then start there.
@@ -287,7 +288,7 @@ pub async fn run(
         tasks.spawn(accept::serve(
             l,
             None,
-            opts_serve,
+            opts_serve.clone(),
             move |req, _from| {
                 let p = provider.clone();
                 async move { p.handle(req).await }
@@ -320,7 +321,7 @@ pub async fn run(
         tasks.spawn(accept::serve(
             l,
             None,
-            opts_serve,
+            opts_serve.clone(),
             move |req, _from| {
                 let p = provider.clone();
                 async move { p.handle(req).await }
@@ -342,7 +343,7 @@ pub async fn run(
         tasks.spawn(accept::serve(
             l,
             None,
-            opts_serve,
+            opts_serve.clone(),
             move |req, _from| {
                 let e = echo.clone();
                 async move { e.handle(req).await }

@@ -145,6 +145,18 @@ fn minimal_config_loads_with_the_documented_defaults() {
     assert_eq!(c.oidc[0].client_id, "c");
     assert_eq!(c.session.keys.len(), 1);
     assert_eq!(c.assertion.keys.all().len(), 1);
+    // One connection thread per core sidegate may use.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(c.server.threads, cores);
+}
+
+#[test]
+fn connection_threads_are_bounded_and_zero_means_the_shared_runtime() {
+    let d = Dir::new();
+    assert_eq!(d.ok(&with("server", "threads = 0")).server.threads, 0);
+    assert_eq!(d.ok(&with("server", "threads = 3")).server.threads, 3);
+    let err = d.err(&with("server", "threads = 5000"));
+    assert_eq!(keys_of(&err), vec!["server.threads"], "{err}");
 }
 
 // ---- problems are named and reported together ---------------------------------------------
@@ -301,6 +313,34 @@ fn env_override_with_brackets_is_a_list() {
         c.access.public_paths,
         vec![PathRule::Prefix("/a/".into()), PathRule::Exact("/b".into())]
     );
+}
+
+#[test]
+fn env_override_of_a_number_is_read_as_one_and_a_numeric_string_stays_a_string() {
+    let d = Dir::new();
+    let env = Env::from([
+        ("SIDEGATE_SERVER__THREADS".to_string(), "3".to_string()),
+        (
+            "SIDEGATE_SERVER__MAX_CONNECTIONS".to_string(),
+            "500".to_string(),
+        ),
+        ("SIDEGATE_OIDC__CLIENT_ID".to_string(), "123456".to_string()),
+    ]);
+    let c = d.load_env(MINIMAL, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server.threads, 3);
+    assert_eq!(c.server.max_connections, 500);
+    assert_eq!(c.oidc[0].client_id, "123456");
+    for bad in ["many", "-1", "1.5"] {
+        let env = Env::from([("SIDEGATE_SERVER__THREADS".to_string(), bad.to_string())]);
+        let err = d
+            .load_env(MINIMAL, &env)
+            .err()
+            .expect("not a number, refused");
+        assert_problem(&err, "server.threads");
+    }
+    // In the file a negative number is named as such.
+    let err = d.err(&with("server", "max_connections = -5"));
+    assert!(err.to_string().contains("-5 is negative"), "{err}");
 }
 
 #[test]

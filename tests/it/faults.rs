@@ -154,6 +154,26 @@ async fn an_app_that_resets_gets_502_or_a_cut_body_and_leaks_no_tasks_or_connect
     assert_eq!(ok.text().await.unwrap(), "ok");
     let baseline = tasks(&sc).await;
 
+    // Open client connections count, whichever thread serves them. (Bare sockets that
+    // have sent nothing yet: a client or app on this test's runtime would add its own tasks.)
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(tokio::net::TcpStream::connect(sc.addr).await.unwrap());
+    }
+    let mut with_held = baseline;
+    for _ in 0..50 {
+        with_held = tasks(&sc).await;
+        if with_held >= baseline + 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        with_held >= baseline + 5,
+        "five open connections are five tasks more: {with_held} against {baseline}"
+    );
+    drop(held);
+
     for _ in 0..30 {
         let c = reqwest::Client::new();
         let r = c.get(sc.url("/public/reset-head")).send().await.unwrap();

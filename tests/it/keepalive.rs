@@ -161,13 +161,12 @@ async fn late(c: &mut tokio::net::TcpStream, body: &str) -> std::io::Result<()> 
 }
 
 fn start(app: &App, bound: Bound, upstream_extra: &str) -> (Sidecar, String) {
+    start_with(app, bound, &[("upstream", upstream_extra)])
+}
+
+fn start_with(app: &App, bound: Bound, extra: &[(&str, &str)]) -> (Sidecar, String) {
     let keys = Keys::new();
-    let text = config_text(
-        &bound.url(),
-        &app.url,
-        DEAD_ISSUER,
-        &[("upstream", upstream_extra)],
-    );
+    let text = config_text(&bound.url(), &app.url, DEAD_ISSUER, extra);
     (Sidecar::start(bound, load(&text, &keys)), text)
 }
 
@@ -189,8 +188,18 @@ async fn settles(count: &AtomicUsize, want: usize) -> usize {
 
 #[tokio::test]
 async fn every_framing_leaves_the_app_connection_reusable_and_it_closes_with_the_client() {
+    every_framing(&[]).await;
+}
+
+/// `server.threads = 0`: connections as tasks of the shared runtime, as before threads.
+#[tokio::test]
+async fn every_framing_also_without_connection_threads() {
+    every_framing(&[("server", "threads = 0")]).await;
+}
+
+async fn every_framing(extra: &[(&str, &str)]) {
     let app = App::start("a").await;
-    let (sc, _) = start(&app, Bound::new().await, "");
+    let (sc, _) = start_with(&app, Bound::new().await, extra);
     let c = client();
     for path in ["/len", "/empty", "/chunked", "/len", "/chunked", "/len"] {
         let (status, body) = get(&c, sc.url(&format!("/public{path}"))).await;
