@@ -119,10 +119,14 @@ impl Context {
             forward_auth,
             policy: Policy::new(cfg.policy),
             pages: crate::pages::Pages::new(cfg.pages, &cfg.server.prefix),
-            upstream: cfg
-                .upstream
-                .as_ref()
-                .map(|u| Upstream::new(u, cfg.server.trusted_proxies, tunnels.clone())),
+            upstream: cfg.upstream.as_ref().map(|u| {
+                Upstream::new(
+                    u,
+                    cfg.server.trusted_proxies,
+                    tunnels.clone(),
+                    cfg.server.threads,
+                )
+            }),
             tunnels,
             sessions,
             public_url: cfg.server.public_url,

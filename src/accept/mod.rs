@@ -23,7 +23,7 @@ use crate::forward::Downstream;
 use crate::Body;
 
 mod threads;
-pub use threads::{StartError, Threads};
+pub use threads::{current as current_thread, StartError, Threads};
 
 /// Largest request head accepted: 64 KiB, room for many cookies and long URLs, far from the
 /// ~400 KiB hyper would otherwise buffer per connection.

@@ -7,11 +7,22 @@
 //! Work that can take long (SAML signature checks, password hashes) already runs on the
 //! blocking pool, so a busy connection holds up only its own thread's others for a request.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
+
+thread_local! {
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Which connection thread this is (0-based), `None` on any other thread. Lets a stage keep
+/// one of something per thread, e.g. the upstream pool, so its tasks stay on that thread.
+pub fn current() -> Option<usize> {
+    INDEX.with(Cell::get)
+}
 
 /// The connection threads of one running instance; they stop when it is dropped.
 pub struct Threads {
@@ -53,6 +64,7 @@ impl Threads {
                 std::thread::Builder::new()
                     .name(format!("sidegate-conn-{index}"))
                     .spawn(move || {
+                        INDEX.with(|i| i.set(Some(index)));
                         let rt = tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build();

@@ -107,7 +107,10 @@ impl Tunnels {
 /// The upstream client and its settings.
 pub struct Upstream {
     tunnels: Tunnels,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    /// The pool, one per connection thread (at index + 1) and one for every other thread
+    /// (at 0): a pooled connection's task runs on the thread whose requests use it, instead
+    /// of every request waiting on whichever busy thread opened it.
+    clients: Box<[Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>]>,
     /// Per-downstream-connection connections (`http://` upstreams).
     lanes: Option<Lanes>,
     scheme: http::uri::Scheme,
@@ -135,17 +138,28 @@ fn is_hop(name: &HeaderName) -> bool {
 }
 
 impl Upstream {
-    /// Builds the pooled client for the configured upstream.
-    pub fn new(cfg: &UpstreamConfig, trusted_proxies: Vec<IpNet>, tunnels: Tunnels) -> Self {
+    /// Builds the pooled clients for the configured upstream (`threads`: the connection
+    /// threads, `server.threads`; the idle limit is shared out among their pools).
+    pub fn new(
+        cfg: &UpstreamConfig,
+        trusted_proxies: Vec<IpNet>,
+        tunnels: Tunnels,
+        threads: usize,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
         let https = crate::forward::https_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(cfg.max_idle_connections)
-            .build(https);
+        let idle_per_pool = cfg.max_idle_connections.div_ceil(threads.max(1));
+        let clients = (0..=threads)
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(idle_per_pool)
+                    .build(https.clone())
+            })
+            .collect();
         let uri: Uri = cfg.url.as_str().parse().expect("validated upstream URL");
         let lanes = match (
             cfg.url.scheme(),
@@ -169,7 +183,7 @@ impl Upstream {
         };
         Upstream {
             tunnels,
-            client,
+            clients,
             lanes,
             scheme: uri.scheme().cloned().expect("validated"),
             authority: uri.authority().cloned().expect("validated"),
@@ -279,7 +293,9 @@ impl Upstream {
             .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
         *req.uri_mut() = uri;
         let is_upgrade = downstream_upgrade.is_some();
-        let fut = self.client.request(req);
+        let slot = crate::accept::current_thread().map_or(0, |i| i + 1);
+        let client = self.clients.get(slot).unwrap_or(&self.clients[0]);
+        let fut = client.request(req);
         let mut resp = match tokio::time::timeout(self.response_timeout, fut).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Err(e)) => return Err(UpstreamError::Unavailable(crate::error::chain(&e))),
