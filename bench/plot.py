@@ -16,6 +16,7 @@ NAMES = {
     "d": "sidegate redirect", "e": "sidegate auth check", "f": "Apache proxy",
     "g": "Apache + mod_auth_openidc", "h": "Apache + mod_auth_mellon",
     "i": "sidegate Redis session", "j": "sidegate bearer JWT",
+    "k": "nginx as a plain proxy",
 }
 LINE_COLORS = ["#718096", "#2b6cb0", "#2f855a", "#805ad5", "#c05621", "#b7791f", "#d53f8c"]
 COLORS = {"sidegate": "#2b6cb0", "Apache": "#c05621", "upstream": "#718096"}
