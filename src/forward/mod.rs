@@ -107,9 +107,9 @@ impl Tunnels {
 /// The upstream client and its settings.
 pub struct Upstream {
     tunnels: Tunnels,
-    /// The pool, one per connection thread (at index + 1) and one for every other thread
-    /// (at 0): a pooled connection's task runs on the thread whose requests use it, instead
-    /// of every request waiting on whichever busy thread opened it.
+    /// The pool, one per connection thread (other threads use the first): a pooled
+    /// connection's task runs on the thread whose requests use it, instead of every request
+    /// waiting on whichever busy thread opened it.
     clients: Box<[Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>]>,
     /// Per-downstream-connection connections (`http://` upstreams).
     lanes: Option<Lanes>,
@@ -151,8 +151,9 @@ impl Upstream {
         http.set_nodelay(true);
         http.enforce_http(false);
         let https = crate::forward::https_connector(http);
-        let idle_per_pool = cfg.max_idle_connections.div_ceil(threads.max(1));
-        let clients = (0..=threads)
+        let pools = threads.max(1);
+        let idle_per_pool = cfg.max_idle_connections.div_ceil(pools);
+        let clients = (0..pools)
             .map(|_| {
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(60))
@@ -293,8 +294,8 @@ impl Upstream {
             .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
         *req.uri_mut() = uri;
         let is_upgrade = downstream_upgrade.is_some();
-        let slot = crate::accept::current_thread().map_or(0, |i| i + 1);
-        let client = self.clients.get(slot).unwrap_or(&self.clients[0]);
+        let slot = crate::accept::current_thread().unwrap_or(0) % self.clients.len();
+        let client = &self.clients[slot];
         let fut = client.request(req);
         let mut resp = match tokio::time::timeout(self.response_timeout, fut).await {
             Err(_) => return Err(UpstreamError::Timeout(self.response_timeout)),

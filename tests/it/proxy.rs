@@ -437,7 +437,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
 
 #[tokio::test]
 async fn the_response_timeout_counts_from_each_request_on_a_kept_alive_connection() {
-    // One client connection, so one lane and its one timer, reset for every request.
+    // One client connection, so one lane: each request's timeout must start with that request.
     let w = world(&[("upstream", "response_timeout = \"1s\"")]).await;
     let (c, cookie) = (client(), w.cookie());
     let get = |path: &'static str| {
