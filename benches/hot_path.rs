@@ -97,7 +97,8 @@ fn request_headers(cookie: &str) -> HeaderMap {
 
 fn session_bench(c: &mut Criterion) {
     let (dir, cfg, text) = deployment(false, None);
-    let store = Arc::new(sidegate::store::Shared::new(&cfg.session.store).unwrap());
+    let store =
+        Arc::new(sidegate::store::Shared::new(&cfg.session.store, cfg.server.threads).unwrap());
     let secrets = std::fs::read_to_string(dir.path().join("cookie-secrets")).unwrap();
     let keys = sidegate::keys::CookieKeys::parse(&secrets).unwrap();
     let sessions = Sessions::new(cfg.session, store.clone());

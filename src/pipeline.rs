@@ -77,7 +77,10 @@ impl Context {
             {
                 o.sessions.store().clone()
             }
-            _ => Arc::new(crate::store::Shared::new(&cfg.session.store)?),
+            _ => Arc::new(crate::store::Shared::new(
+                &cfg.session.store,
+                cfg.server.threads,
+            )?),
         };
         let tunnels = old.map(|o| o.tunnels.clone()).unwrap_or_default();
         let mut sessions = Sessions::new(cfg.session, store);

@@ -115,10 +115,11 @@ pub enum Shared {
 
 impl Shared {
     /// The store for `session.store`: Redis when configured, memory otherwise (cookie
-    /// sessions still need a place for replay caches and locks).
-    pub fn new(cfg: &SessionStore) -> Result<Self, StoreError> {
+    /// sessions still need a place for replay caches and locks). `threads`:
+    /// `server.threads`, for Redis's connection per thread.
+    pub fn new(cfg: &SessionStore, threads: usize) -> Result<Self, StoreError> {
         Ok(match cfg {
-            SessionStore::Redis(r) => Shared::Redis(Box::new(Redis::new(r)?)),
+            SessionStore::Redis(r) => Shared::Redis(Box::new(Redis::new(r, threads)?)),
             SessionStore::Cookie | SessionStore::Memory => Shared::Memory(Memory::default()),
         })
     }

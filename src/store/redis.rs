@@ -23,10 +23,17 @@ enum Live {
     Cluster(ClusterConnection),
 }
 
-/// A Redis deployment and the one live connection to it (multiplexed: shared by all
-/// requests).
+/// A Redis deployment and the live connections to it: one per connection thread and one
+/// for every other thread, each multiplexed (shared by that thread's requests).
 pub struct Redis {
     cfg: RedisConfig,
+    slots: Box<[Slot]>,
+}
+
+/// A connection opened on the thread that uses it, so the task that drives it (spawned
+/// where it opens) runs beside its requests: no hand-off to another thread per command.
+#[derive(Default)]
+struct Slot {
     live: Mutex<Option<Live>>,
     connecting: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -36,8 +43,9 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Redis {
-    /// Checks the addresses; connects on first use.
-    pub fn new(cfg: &RedisConfig) -> Result<Self, StoreError> {
+    /// Checks the addresses; connects on first use. `threads`: the connection threads
+    /// (`server.threads`), each of which gets its own connection.
+    pub fn new(cfg: &RedisConfig, threads: usize) -> Result<Self, StoreError> {
         let urls: Vec<&String> = match &cfg.target {
             RedisTarget::Standalone(u) => vec![u],
             RedisTarget::Sentinel { sentinels, .. } => sentinels.iter().collect(),
@@ -48,9 +56,17 @@ impl Redis {
         }
         Ok(Redis {
             cfg: cfg.clone(),
-            live: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(None),
+            slots: (0..=threads).map(|_| Slot::default()).collect(),
         })
+    }
+
+    /// This thread's slot: its own on a connection thread, the last one elsewhere.
+    fn slot(&self) -> &Slot {
+        let others = self.slots.len() - 1;
+        match crate::accept::current_thread() {
+            Some(t) if others > 0 => &self.slots[t % others],
+            _ => &self.slots[others],
+        }
     }
 
     fn key(&self, k: &str) -> String {
@@ -177,14 +193,14 @@ impl Redis {
         }
     }
 
-    /// The live connection, opening one if there is none (one attempt at a time; after a
-    /// failure, none for `RETRY_AFTER`).
-    async fn conn(&self) -> Result<Live, StoreError> {
-        if let Some(c) = self.live.lock().expect("redis conn lock").clone() {
+    /// This thread's live connection, opening one if there is none (one attempt at a time;
+    /// after a failure, none for `RETRY_AFTER`).
+    async fn conn(&self, slot: &Slot) -> Result<Live, StoreError> {
+        if let Some(c) = slot.live.lock().expect("redis conn lock").clone() {
             return Ok(c);
         }
-        let mut last_failure = self.connecting.lock().await;
-        if let Some(c) = self.live.lock().expect("redis conn lock").clone() {
+        let mut last_failure = slot.connecting.lock().await;
+        if let Some(c) = slot.live.lock().expect("redis conn lock").clone() {
             return Ok(c);
         }
         if last_failure.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
@@ -195,7 +211,7 @@ impl Redis {
         match tokio::time::timeout(self.cfg.timeout * 2, self.open()).await {
             Ok(Ok(c)) => {
                 *last_failure = None;
-                *self.live.lock().expect("redis conn lock") = Some(c.clone());
+                *slot.live.lock().expect("redis conn lock") = Some(c.clone());
                 tracing::info!("connected to the Redis store");
                 Ok(c)
             }
@@ -216,7 +232,7 @@ impl Redis {
 
     /// Forgets a broken connection so the next call reconnects (after a Sentinel
     /// failover this finds the new master).
-    fn drop_conn(&self, why: &redis::RedisError) {
+    fn drop_conn(slot: &Slot, why: &redis::RedisError) {
         let broken = why.is_io_error()
             || why.is_timeout()
             || why.is_connection_dropped()
@@ -225,16 +241,17 @@ impl Redis {
             || matches!(why.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
         if broken {
             tracing::warn!(error = %why, "Redis connection lost; reconnecting");
-            self.forget();
+            Self::forget(slot);
         }
     }
 
-    fn forget(&self) {
-        self.live.lock().expect("redis conn lock").take();
+    fn forget(slot: &Slot) {
+        slot.live.lock().expect("redis conn lock").take();
     }
 
     async fn run<T: FromRedisValue>(&self, cmd: Query<'_>) -> Result<T, StoreError> {
-        let c = self.conn().await?;
+        let slot = self.slot();
+        let c = self.conn(slot).await?;
         let answer = tokio::time::timeout(self.cfg.timeout, async {
             match (c, cmd) {
                 (Live::Node(mut n), Query::Cmd(q)) => q.query_async(&mut n).await,
@@ -247,13 +264,13 @@ impl Redis {
         match answer {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                self.drop_conn(&e);
+                Self::drop_conn(slot, &e);
                 Err(unavailable(e))
             }
             Err(_) => {
                 // A half-open connection never answers again: start over next time.
                 tracing::warn!("Redis did not answer in time; reconnecting");
-                self.forget();
+                Self::forget(slot);
                 Err(StoreError::Timeout)
             }
         }

@@ -668,7 +668,9 @@ async fn rotated_cookie_and_assertion_keys_keep_sessions_valid() {
 async fn large_sessions_are_chunked_and_still_valid() {
     let w = world(&[]).await;
     let cfg = load(&w.text, &w.keys);
-    let store = std::sync::Arc::new(sidegate::store::Shared::new(&cfg.session.store).unwrap());
+    let store = std::sync::Arc::new(
+        sidegate::store::Shared::new(&cfg.session.store, cfg.server.threads).unwrap(),
+    );
     let sessions = sidegate::session::Sessions::new(cfg.session, store);
     let teams: Vec<String> = (0..400)
         .map(|i| format!("team-with-a-long-name-{i:04}"))
@@ -781,7 +783,9 @@ async fn an_opened_cookie_is_still_checked_in_full_each_time() {
     // JSON): expiry, idle timeout, revocation and the whole value still decide every time.
     let w = world(&[]).await;
     let cfg = load(&w.text, &w.keys);
-    let store = std::sync::Arc::new(sidegate::store::Shared::new(&cfg.session.store).unwrap());
+    let store = std::sync::Arc::new(
+        sidegate::store::Shared::new(&cfg.session.store, cfg.server.threads).unwrap(),
+    );
     let sessions = sidegate::session::Sessions::new(cfg.session, store);
     let t0 = SystemTime::now();
     let cookie = session_cookie(&w.text, &w.keys, "alice", "admin", t0);

@@ -4,7 +4,7 @@
 //! logout and back-channel logout end it everywhere; refresh single flight spans replicas;
 //! a SAML assertion consumed on one is refused on another; login transactions in Redis let a
 //! login finish on another host. Two real `sidegate run` processes do the same and exit 0 on
-//! SIGTERM. Then Redis faults: down and
+//! SIGTERM. Each connection thread keeps its own Redis connection. Then Redis faults: down and
 //! paused fail closed with 503 (never a login loop, never the app) and recover by
 //! themselves, keeping sessions already written.
 
@@ -39,15 +39,16 @@ fn store_lines(redis: &Redis, timeout: &str) -> String {
 /// `n` replicas with the same config and keys in front of one app, on one Redis and one
 /// real OP (`op_env` as for `Op::start_with`, `{public}` replaced by the public URL).
 async fn oidc_replicas(n: usize, op_env: &[(&str, &str)], oidc: &[&str]) -> Replicas {
-    oidc_replicas_with(n, op_env, oidc, "").await
+    oidc_replicas_with(n, op_env, oidc, "", "").await
 }
 
-/// `oidc_replicas` with `session` lines before the Redis table.
+/// `oidc_replicas` with `session` lines before the Redis table, and `server` lines.
 async fn oidc_replicas_with(
     n: usize,
     op_env: &[(&str, &str)],
     oidc: &[&str],
     session: &str,
+    server: &str,
 ) -> Replicas {
     let redis = Redis::start().await;
     let upstream = Upstream::start().await;
@@ -66,6 +67,7 @@ async fn oidc_replicas_with(
     let store = format!("{session}\n{}", store_lines(&redis, "1s"));
     let mut extra: Vec<(&str, &str)> = oidc.iter().map(|l| ("oidc", *l)).collect();
     extra.push(("session", &store));
+    extra.push(("server", server));
     let text = config_text(&public, &upstream.url(), &op.issuer, &extra);
     let nodes = bounds
         .into_iter()
@@ -173,6 +175,35 @@ async fn a_session_made_on_one_replica_is_served_by_all_sealed_at_rest_and_logou
         );
     }
     assert_eq!(r.hits(), before, "the app saw nothing after logout");
+}
+
+#[tokio::test]
+async fn each_connection_thread_keeps_its_own_redis_connection() {
+    // One shared connection would hand every command of the other thread's requests to
+    // the thread that drives it (BENCHMARKS.md: the Redis path).
+    let r = oidc_replicas_with(1, &[], &[], "", "threads = 2").await;
+    let alice = r.login(0, "alice").await;
+    // Four connections open at once: the least busy thread takes each, so both threads
+    // serve some of them whatever the login's connection left behind.
+    let clients: Vec<reqwest::Client> = (0..4).map(|_| client()).collect();
+    for _ in 0..3 {
+        for c in &clients {
+            let res = c
+                .get(r.nodes[0].url("/api/me"))
+                .header(COOKIE, &alice)
+                .header(ACCEPT, "application/json")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let echo: Value = res.json().await.unwrap();
+            assert_eq!(header_values(&echo, "x-sidegate-user"), ["alice"]);
+        }
+    }
+    let list = r.redis.cli(&["CLIENT", "LIST"]).await;
+    let ours = list.lines().filter(|l| !l.contains("cmd=client")).count();
+    // Two threads, and at most one more for work off the connection threads.
+    assert!((2..=3).contains(&ours), "{ours} connections:\n{list}");
 }
 
 #[tokio::test]
@@ -392,7 +423,7 @@ async fn with_transactions_in_the_store_a_login_may_finish_where_the_start_cooki
     // The browser starts on replica 1; the IdP returns it to the public URL (replica 0),
     // which this browser's cookie jar keeps apart (another port): the start cookie is not
     // sent there, so only the transaction in Redis can finish the login.
-    let r = oidc_replicas_with(2, &[], &[], "login_transactions = \"store\"").await;
+    let r = oidc_replicas_with(2, &[], &[], "login_transactions = \"store\"", "").await;
     let mut b = Browser::new();
     let page = b
         .navigate(&r.nodes[1].url("/app"), "alice", "alice-pw")

@@ -26,7 +26,7 @@ fn cfg(target: RedisTarget) -> RedisConfig {
 #[tokio::test]
 async fn standalone_redis_keeps_the_store_contract() {
     let r = harness::Redis::start().await;
-    let store = Redis::new(&cfg(RedisTarget::Standalone(r.url()))).unwrap();
+    let store = Redis::new(&cfg(RedisTarget::Standalone(r.url())), 0).unwrap();
     conformance::run(Arc::new(store)).await;
     // Keys carry the configured prefix (several deployments can share one Redis).
     let keys = r.cli(&["--scan"]).await;
@@ -43,7 +43,7 @@ async fn redis_with_an_acl_user_and_password_keeps_the_contract_and_refuses_a_wr
     let mut c = cfg(RedisTarget::Standalone(r.url()));
     c.username = Some(harness::ACL_USER.into());
     c.password = Some(Secret::new("s3cret-pw".into()));
-    let store = Arc::new(Redis::new(&c).unwrap());
+    let store = Arc::new(Redis::new(&c, 0).unwrap());
     conformance::run(store.clone()).await;
     // The suite's connection is still open, as the ACL user.
     let who = r.cli(&["CLIENT", "LIST"]).await;
@@ -53,14 +53,14 @@ async fn redis_with_an_acl_user_and_password_keeps_the_contract_and_refuses_a_wr
     );
 
     c.password = Some(Secret::new("wrong".into()));
-    let wrong = Redis::new(&c).unwrap();
+    let wrong = Redis::new(&c, 0).unwrap();
     assert!(
         matches!(wrong.get("k").await, Err(StoreError::Unavailable(_))),
         "a wrong password is an error"
     );
     let mut none = cfg(RedisTarget::Standalone(r.url()));
     none.timeout = Duration::from_millis(500);
-    let anonymous = Redis::new(&none).unwrap();
+    let anonymous = Redis::new(&none, 0).unwrap();
     assert!(
         anonymous
             .put("k", b"v", Duration::from_secs(5))
@@ -80,11 +80,11 @@ async fn redis_over_tls_with_a_private_ca_keeps_the_contract_and_refuses_an_untr
     assert!(r.url().starts_with("rediss://"));
     let mut c = cfg(RedisTarget::Standalone(r.url()));
     c.ca_pem = Some(r.ca_pem().unwrap().into_bytes());
-    conformance::run(Arc::new(Redis::new(&c).unwrap())).await;
+    conformance::run(Arc::new(Redis::new(&c, 0).unwrap())).await;
 
     // Without the CA the server's certificate is not trusted: no connection.
     c.ca_pem = None;
-    let untrusted = Redis::new(&c).unwrap();
+    let untrusted = Redis::new(&c, 0).unwrap();
     assert!(
         matches!(untrusted.get("k").await, Err(StoreError::Unavailable(_))),
         "an untrusted certificate is refused"
@@ -94,10 +94,13 @@ async fn redis_over_tls_with_a_private_ca_keeps_the_contract_and_refuses_an_untr
 #[tokio::test]
 async fn redis_through_sentinel_keeps_the_store_contract() {
     let s = Sentinel::start().await;
-    let store = Redis::new(&cfg(RedisTarget::Sentinel {
-        sentinels: vec![s.sentinel_url()],
-        master: harness::MASTER_NAME.into(),
-    }))
+    let store = Redis::new(
+        &cfg(RedisTarget::Sentinel {
+            sentinels: vec![s.sentinel_url()],
+            master: harness::MASTER_NAME.into(),
+        }),
+        0,
+    )
     .unwrap();
     let store = Arc::new(store);
     conformance::run(store.clone()).await;
@@ -108,10 +111,13 @@ async fn redis_through_sentinel_keeps_the_store_contract() {
         .unwrap();
     assert_eq!(s.master.cli(&["GET", "sg-test:where"]).await, "master");
 
-    let wrong = Redis::new(&cfg(RedisTarget::Sentinel {
-        sentinels: vec![s.sentinel_url()],
-        master: "no-such-master".into(),
-    }))
+    let wrong = Redis::new(
+        &cfg(RedisTarget::Sentinel {
+            sentinels: vec![s.sentinel_url()],
+            master: "no-such-master".into(),
+        }),
+        0,
+    )
     .unwrap();
     assert!(
         wrong.get("k").await.is_err(),
@@ -122,10 +128,10 @@ async fn redis_through_sentinel_keeps_the_store_contract() {
 #[tokio::test]
 async fn redis_cluster_keeps_the_store_contract() {
     let c = Cluster::start().await;
-    let store = Redis::new(&cfg(RedisTarget::Cluster(c.urls()))).unwrap();
+    let store = Redis::new(&cfg(RedisTarget::Cluster(c.urls())), 0).unwrap();
     conformance::run(Arc::new(store)).await;
     // Keys spread over the nodes' slots: more than one node holds some.
-    let store = Redis::new(&cfg(RedisTarget::Cluster(c.urls()))).unwrap();
+    let store = Redis::new(&cfg(RedisTarget::Cluster(c.urls())), 0).unwrap();
     for n in 0..30 {
         store
             .put(&format!("spread-{n}"), b"x", Duration::from_secs(60))

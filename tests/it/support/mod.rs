@@ -215,7 +215,9 @@ pub fn session_cookie_for(
     at: SystemTime,
 ) -> String {
     let cfg = load(text, keys);
-    let store = std::sync::Arc::new(sidegate::store::Shared::new(&cfg.session.store).unwrap());
+    let store = std::sync::Arc::new(
+        sidegate::store::Shared::new(&cfg.session.store, cfg.server.threads).unwrap(),
+    );
     let sessions = sidegate::session::Sessions::new(cfg.session, store);
     // Cookie sessions touch no store, so creating one completes at once.
     let (_, cookies) = futures_util::FutureExt::now_or_never(sessions.create(identity, None, at))
