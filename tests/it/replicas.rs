@@ -94,8 +94,18 @@ impl Replicas {
     }
 
     async fn get(&self, i: usize, path: &str, cookie: &str) -> reqwest::Response {
-        client()
-            .get(self.nodes[i].url(path))
+        self.get_via(&client(), i, path, cookie).await
+    }
+
+    /// `get` on `c`'s own connections (kept open between calls).
+    async fn get_via(
+        &self,
+        c: &reqwest::Client,
+        i: usize,
+        path: &str,
+        cookie: &str,
+    ) -> reqwest::Response {
+        c.get(self.nodes[i].url(path))
             .header(COOKIE, cookie)
             .header(ACCEPT, "application/json")
             .send()
@@ -105,7 +115,12 @@ impl Replicas {
 
     /// The user the app saw through replica `i`, or the status when it saw nothing.
     async fn user_on(&self, i: usize, cookie: &str) -> Result<String, u16> {
-        let r = self.get(i, "/api/me", cookie).await;
+        self.user_via(&client(), i, cookie).await
+    }
+
+    /// `user_on` through `c`'s own connections.
+    async fn user_via(&self, c: &reqwest::Client, i: usize, cookie: &str) -> Result<String, u16> {
+        let r = self.get_via(c, i, "/api/me", cookie).await;
         if r.status() != 200 {
             return Err(r.status().as_u16());
         }
@@ -188,16 +203,7 @@ async fn each_connection_thread_keeps_its_own_redis_connection() {
     let clients: Vec<reqwest::Client> = (0..4).map(|_| client()).collect();
     for _ in 0..3 {
         for c in &clients {
-            let res = c
-                .get(r.nodes[0].url("/api/me"))
-                .header(COOKIE, &alice)
-                .header(ACCEPT, "application/json")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-            let echo: Value = res.json().await.unwrap();
-            assert_eq!(header_values(&echo, "x-sidegate-user"), ["alice"]);
+            assert_eq!(r.user_via(c, 0, &alice).await, Ok("alice".into()));
         }
     }
     let list = r.redis.cli(&["CLIENT", "LIST"]).await;
