@@ -34,7 +34,9 @@
 # request (utime+stime; for i redis-server's too, apart), req/s ratios to a and b.
 # Then LOGINS full browser logins each, timed: sidegate OIDC, sidegate SAML (a
 # SAML-only sidegate against the same IdP, started for this), and Apache
-# mod_auth_openidc / mod_auth_mellon when g / h run.
+# mod_auth_openidc / mod_auth_mellon when g / h run; then, for each, logins per
+# second with LOGIN_CLIENTS clients at once for LOGIN_SECONDS, and the CPU per
+# login of the proxy and of the IdP.
 # Installs what is missing with apt (services kept from starting): wrk, nginx,
 # apache2 and its modules, redis-server, simplesamlphp and php.
 #
@@ -74,7 +76,9 @@ PAUSE="${PAUSE:-1}"             # seconds between scenarios
 SCENARIOS="${SCENARIOS:-a b c d e f g h i j k}"
 NGINX_WORKERS="${NGINX_WORKERS:-1}"
 NGINX_PROXY_WORKERS="${NGINX_PROXY_WORKERS:-2}"   # scenario k
-LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none)
+LOGINS="${LOGINS:-5}"           # timed full login flows at the end (0 = none, nor the rate)
+LOGIN_CLIENTS="${LOGIN_CLIENTS:-4}"  # then logins per second: that many clients at once (0 = none)
+LOGIN_SECONDS="${LOGIN_SECONDS:-10}" # for that long (no flow starts later; at most 2000 each)
 INSTRUCTIONS="${INSTRUCTIONS:-0}"  # > 0: count instructions per request (callgrind), no wrk
 ORDER="${ORDER:-0}"             # 1: with INSTRUCTIONS, write bench/symbol-order.txt
 SCHED="${SCHED:-0}"             # 1: how the kernel scheduled each load (bench/schedstat.py)
@@ -84,7 +88,7 @@ die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=lib.sh
 source "$ROOT/bench/lib.sh"
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS NGINX_PROXY_WORKERS LOGINS INSTRUCTIONS ORDER; do
+for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS NGINX_PROXY_WORKERS LOGINS LOGIN_CLIENTS LOGIN_SECONDS INSTRUCTIONS ORDER; do
   isint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((RUNS >= 1 && RUNS <= 10)) || die "RUNS must be 1..10"
@@ -94,6 +98,8 @@ done
 raise_nofile "$CONNS"
 ((THREADS >= 1 && THREADS <= 16 && THREADS <= CONNS)) || die "THREADS must be 1..16 and <= CONNS"
 ((LOGINS <= 100)) || die "LOGINS must be 0..100"
+((LOGIN_CLIENTS <= 16)) || die "LOGIN_CLIENTS must be 0..16"
+((LOGIN_SECONDS >= 1 && LOGIN_SECONDS <= 60)) || die "LOGIN_SECONDS must be 1..60"
 for s in $SCENARIOS; do [[ $s == [a-k] ]] || die "unknown scenario '$s' (a b c d e f g h i j k)"; done
 wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }   # SCENARIO: is it selected
 if ((INSTRUCTIONS > 0)); then
@@ -601,11 +607,14 @@ for ((r = 1; r <= RUNS; r++)); do
   done
 done
 
-# full browser logins, sequential, bounded: wall time of the whole flow
-time_logins() {  # NAME URL [login.py args]: LOGINS flows, one line to logins.txt
-  log "timing $LOGINS logins: $1"
-  timeout -k 5 $((30 + 5 * LOGINS)) "$PY" - "$HERE" "$LOGINS" "$@" >>"$OUT/logins.txt" {OP_IN}>&- <<'PY' \
-    || die "login timing failed: $1"
+# full browser logins, bounded: wall time of the whole flow, one at a time; then how many
+# complete per second with LOGIN_CLIENTS at once, and the CPU each costs the proxy and the IdP
+time_logins() {  # NAME URL PROXY_PID IDP_PID [login.py args]: lines to logins.txt
+  local name=$1 url=$2 proxy=$3 idp=$4 p0 p1 i0 i1 ok failed elapsed
+  shift 4
+  log "timing $LOGINS logins: $name"
+  timeout -k 5 $((30 + 5 * LOGINS)) "$PY" - "$HERE" "$LOGINS" "$name" "$url" "$@" >>"$OUT/logins.txt" {OP_IN}>&- <<'PY' \
+    || die "login timing failed: $name"
 import statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 from login import Flow, parse_args
@@ -615,16 +624,42 @@ for _ in range(n):
     t = time.perf_counter(); Flow(parse_args([url, *extra])).run(); ms.append(1000 * (time.perf_counter() - t))
 print(f"login flow {name:<24} n={n} median {statistics.median(ms):6.1f} ms, min {min(ms):6.1f}, max {max(ms):6.1f}")
 PY
+  ((LOGIN_CLIENTS > 0)) || return 0
+  log "logins per second, $LOGIN_CLIENTS clients for ${LOGIN_SECONDS}s: $name"
+  p0=$(group_ticks "$proxy") i0=$(group_ticks "$idp")
+  timeout -k 5 $((LOGIN_SECONDS + 90)) "$PY" - "$HERE" "$LOGIN_CLIENTS" "$LOGIN_SECONDS" "$url" "$@" \
+    >"$OUT/login-rate.tmp" {OP_IN}>&- <<'PY' || die "login rate failed: $name"
+import sys
+sys.path.insert(0, sys.argv[1])
+from login import rate
+ok, failed, elapsed, err = rate(sys.argv[4:], int(sys.argv[2]), float(sys.argv[3]))
+print(ok, failed, f"{elapsed:.3f}")
+if failed:
+    print(f"login rate: {failed} failed, the first: {err}", file=sys.stderr)
+PY
+  p1=$(group_ticks "$proxy") i1=$(group_ticks "$idp")
+  read -r ok failed elapsed <"$OUT/login-rate.tmp"
+  ((ok > 0)) || die "login rate: no login completed: $name"
+  "$PY" - "$name" "$ok" "$failed" "$elapsed" "$((p1 - p0))" "$((i1 - i0))" "$CLK_TCK" "$LOGIN_CLIENTS" \
+    >>"$OUT/logins.txt" <<'PY'
+import sys
+name, ok, failed, elapsed, proxy, idp, tck, clients = sys.argv[1:]
+ok, elapsed, tck = int(ok), float(elapsed), int(tck)
+per = lambda ticks: 1000 * int(ticks) / tck / ok
+print(f"login rate {name:<24} {ok / elapsed:6.1f} logins/s ({ok} in {elapsed:.1f} s, {clients} clients, "
+      f"{failed} failed); CPU per login: proxy {per(proxy):.2f} ms, IdP {per(idp):.2f} ms")
+PY
 }
 if ((LOGINS > 0)); then
   : >"$OUT/logins.txt"
-  time_logins "sidegate OIDC" "$SG/"
+  time_logins "sidegate OIDC" "$SG/" "$SG_PID" "$OP_PID"
   # SAML through sidegate: a SAML-only sidegate, started for this (not under load before)
   start_sidegate sidegate-saml "$SGS_PORT" "$SGS_ADMIN_PORT" saml
-  time_logins "sidegate SAML" "$SGS/" --callback /.sidegate/saml/acs
-  wants g && time_logins "apache mod_auth_openidc" "$OPENIDC/" --callback "$OPENIDC_CALLBACK"
-  wants h && time_logins "apache mod_auth_mellon" "$MELLON/" --callback "$MELLON_CALLBACK"
-  echo "(alice, fresh client each: every redirect and form of the flow, incl. the cookie-only check)" >>"$OUT/logins.txt"
+  time_logins "sidegate SAML" "$SGS/" "$STARTED_PID" "$SAML_IDP_PID" --callback /.sidegate/saml/acs
+  wants g && time_logins "apache mod_auth_openidc" "$OPENIDC/" "$OPENIDC_PID" "$OP_PID" --callback "$OPENIDC_CALLBACK"
+  wants h && time_logins "apache mod_auth_mellon" "$MELLON/" "$MELLON_PID" "$SAML_IDP_PID" --callback "$MELLON_CALLBACK"
+  echo "(alice, fresh client each: every redirect and form of the flow, incl. the cookie-only check;" \
+    "the rate's clients are processes of their own; the SAML IdP is one php -S process)" >>"$OUT/logins.txt"
   cat "$OUT/logins.txt" >&2
 fi
 {

@@ -256,6 +256,35 @@ def parse_args(argv=None):
     return args
 
 
+def _loop(job):
+    """One client of `rate`: flows back to back until the deadline or the cap."""
+    argv, deadline, cap = job
+    ok, failed, first_error = 0, 0, ""
+    while time.monotonic() < deadline and ok + failed < cap:
+        try:
+            Flow(parse_args(argv)).run()
+            ok += 1
+        except Exception as e:  # noqa: BLE001 -- counted and reported, the others go on
+            failed += 1
+            first_error = first_error or f"{type(e).__name__}: {e}"[:300]
+    return ok, failed, first_error
+
+
+def rate(argv, clients: int, seconds: float, cap: int = 2000):
+    """Full flows from `clients` processes at once (each its own Python, so the client side
+    is not one GIL), none started after `seconds`, at most `cap` each. Returns
+    (completed, failed, elapsed seconds until the last ended, first error)."""
+    import multiprocessing
+    start = time.monotonic()
+    jobs = [(argv, start + seconds, cap)] * clients
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        results = pool.map(_loop, jobs)
+    elapsed = time.monotonic() - start
+    errors = [e for _, _, e in results if e]
+    return (sum(r[0] for r in results), sum(r[1] for r in results), elapsed,
+            errors[0] if errors else "")
+
+
 def main(argv=None) -> int:
     try:
         print(Flow(parse_args(argv)).run())
