@@ -54,6 +54,10 @@
 #       also samples /proc for the middle half of each measured load: CPU, time slices,
 #       run and run-queue wait per slice, involuntary switches of the server under test,
 #       nginx and wrk (bench/schedstat.py), into <round>-<scenario>.sched.txt
+#   TRACE=1 SCENARIOS="c k g" RUNS=1 bench/bench.sh
+#       also records 1 s of the kernel's scheduler events (perf sched) in the middle of each
+#       measured load and writes how long each thread kept a CPU and waited for one, per
+#       thread group, into <round>-<scenario>.trace.txt (bench/schedtrace.py; needs root)
 #   ORDER=1 INSTRUCTIONS=300 SCENARIOS="b c d e i j" bench/bench.sh
 #       as INSTRUCTIONS, also counting start-up (OIDC, SAML, local accounts, Redis), 20
 #       local sign-ins, 400 more used in turn for 5 s (as memory.sh does), each
@@ -82,13 +86,14 @@ LOGIN_SECONDS="${LOGIN_SECONDS:-10}" # for that long (no flow starts later; at m
 INSTRUCTIONS="${INSTRUCTIONS:-0}"  # > 0: count instructions per request (callgrind), no wrk
 ORDER="${ORDER:-0}"             # 1: with INSTRUCTIONS, write bench/symbol-order.txt
 SCHED="${SCHED:-0}"             # 1: how the kernel scheduled each load (bench/schedstat.py)
+TRACE="${TRACE:-0}"             # 1: a 1 s kernel scheduler trace of each load (bench/schedtrace.py)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=lib.sh
 source "$ROOT/bench/lib.sh"
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS NGINX_PROXY_WORKERS LOGINS LOGIN_CLIENTS LOGIN_SECONDS INSTRUCTIONS ORDER; do
+for v in RUNS DURATION CONNS THREADS WARMUP PAUSE NGINX_WORKERS NGINX_PROXY_WORKERS LOGINS LOGIN_CLIENTS LOGIN_SECONDS INSTRUCTIONS ORDER SCHED TRACE; do
   isint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((RUNS >= 1 && RUNS <= 10)) || die "RUNS must be 1..10"
@@ -119,6 +124,11 @@ wants g && apt_ensure libapache2-mod-auth-openidc
 wants h && apt_ensure libapache2-mod-auth-mellon
 wants i && apt_ensure redis-server
 ((INSTRUCTIONS > 0)) && apt_ensure valgrind
+if [[ $TRACE == 1 ]]; then
+  apt_ensure linux-perf
+  [[ -e /sys/kernel/tracing/events/sched ]] || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null \
+    || die "TRACE=1 needs the kernel's sched tracepoints: mount tracefs on /sys/kernel/tracing (as root)"
+fi
 ((ORDER)) && apt_ensure apache2-utils   # htpasswd: a local account's bcrypt hash
 # php8.2-cgi satisfies php8.2's SAPI dependency without pulling in mod_php (as scripts/test-deps.sh)
 ((NEED_SAML_IDP)) && apt_ensure simplesamlphp php8.2-cli php8.2-cgi php8.2-xml openssl
@@ -498,6 +508,12 @@ run_scenario() {
       >"$OUT/$tag.sched.txt" 2>&1 {OP_IN}>&- &
     sched_pid=$!
   fi
+  local trace_pid=""
+  if [[ $TRACE == 1 ]]; then
+    (sleep $((DURATION / 2)); exec timeout -k 5 30 perf sched record -a -q -o "$OUT/$tag.perf.data" -- sleep 1) \
+      >"$OUT/$tag.perf.log" 2>&1 {OP_IN}>&- &
+    trace_pid=$!
+  fi
   timeout -k 5 $((DURATION + 20)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 10s --latency \
       -s "$HERE/wrk-stats.lua" "${hdr[@]}" "$url" >"$OUT/$tag.wrk.txt" 2>&1 {OP_IN}>&- \
     || { stop_sampler; die "$tag: wrk failed or timed out: $(tail -3 "$OUT/$tag.wrk.txt")"; }
@@ -505,6 +521,15 @@ run_scenario() {
   [[ -n $aux ]] && a1=$(group_ticks "$aux")
   stop_sampler
   [[ -n $sched_pid ]] && { wait "$sched_pid" || log "$tag: schedstat failed: $(tail -1 "$OUT/$tag.sched.txt")"; }
+  if [[ -n $trace_pid ]]; then
+    if wait "$trace_pid"; then
+      perf sched timehist -i "$OUT/$tag.perf.data" 2>/dev/null | "$PY" "$HERE/schedtrace.py" >"$OUT/$tag.trace.txt" \
+        || log "$tag: perf sched timehist failed"
+      rm -f "$OUT/$tag.perf.data"
+    else
+      log "$tag: perf sched record failed: $(tail -1 "$OUT/$tag.perf.log")"
+    fi
+  fi
   local stats
   stats=$(grep '^STATS ' "$OUT/$tag.wrk.txt") || die "$tag: no STATS line in the wrk output"
   # the same request still answers the same way afterwards (session alive)

@@ -191,7 +191,10 @@ pub async fn run_reloading(
     // Public connections on their own threads; the admin listener stays on this runtime.
     let threads = match config.server.threads {
         0 => None,
-        n => Some(Arc::new(accept::Threads::start(n)?)),
+        n => Some(Arc::new(accept::Threads::start(
+            n,
+            config.server.cpu_affinity,
+        )?)),
     };
     let admin_opts = accept::ServeOptions {
         header_read_timeout: config.server.header_read_timeout,

@@ -270,7 +270,7 @@ fn reloads(
 ) -> tokio::sync::mpsc::Receiver<sidegate::config::Config> {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let listen = (running.server.listen.clone(), running.server.admin_listen);
-    let threads = running.server.threads;
+    let threads = (running.server.threads, running.server.cpu_affinity);
     tokio::spawn(async move {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .expect("SIGHUP handler");
@@ -295,11 +295,11 @@ fn reloads(
             if (cfg.server.listen.clone(), cfg.server.admin_listen) != listen {
                 tracing::warn!("server.listen / server.admin_listen changed: listeners need a restart; the other changes apply now");
             }
-            if cfg.server.threads != threads {
+            if (cfg.server.threads, cfg.server.cpu_affinity) != threads {
                 tracing::warn!(
-                    running = threads,
+                    running = threads.0,
                     configured = cfg.server.threads,
-                    "server.threads changed: it needs a restart; the other changes apply now"
+                    "server.threads or server.cpu_affinity changed: it needs a restart; the other changes apply now"
                 );
             }
             if tx.send(cfg).await.is_err() {

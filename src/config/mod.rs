@@ -84,6 +84,8 @@ pub struct ServerConfig {
     /// Threads that serve client connections, each connection on one (default: the cores
     /// sidegate may use). 0 serves them as tasks of the shared work-stealing runtime.
     pub threads: usize,
+    /// Whether each connection thread keeps to a CPU of its own.
+    pub cpu_affinity: CpuAffinity,
     /// Requests per minute to the login endpoints per client address (0: no limit).
     pub login_rate_per_minute: u32,
 }
@@ -720,6 +722,20 @@ pub struct AccessConfig {
     pub public_paths: Vec<PathRule>,
     /// Hosts allowed as login/logout return targets, besides `public_url`'s.
     pub allowed_redirect_hosts: Vec<HostRule>,
+}
+
+/// Whether connection threads are pinned to CPUs. Two always-busy threads the scheduler
+/// puts on one core take turns a whole clock tick each, and every connection of the one
+/// waiting waits with it: that was most of the session path's p99 (BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuAffinity {
+    /// Pin thread i to the i-th CPU sidegate may use, but only when there are exactly as
+    /// many of those CPUs as threads: then each thread has a core of its own. With more
+    /// CPUs than threads (a container with a CPU quota on a big node) nothing is pinned,
+    /// so replicas do not all crowd onto the node's first cores.
+    Auto,
+    /// Leave placement to the kernel.
+    Off,
 }
 
 /// Log line format.

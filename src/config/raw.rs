@@ -122,6 +122,7 @@ pub struct Server {
     pub max_connections: Option<usize>,
     #[serde(deserialize_with = "whole_number")]
     pub threads: Option<usize>,
+    pub cpu_affinity: Option<String>,
     #[serde(deserialize_with = "whole_number")]
     pub login_rate_per_minute: Option<u32>,
 }

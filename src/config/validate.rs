@@ -574,6 +574,18 @@ fn build_server(s: &raw::Server, p: &mut Problems) -> Option<ServerConfig> {
             "leave it out for one thread per core, or give a smaller number",
         );
     }
+    let cpu_affinity = match s.cpu_affinity.as_deref() {
+        None | Some("auto") => CpuAffinity::Auto,
+        Some("off") => CpuAffinity::Off,
+        Some(other) => {
+            p.add(
+                "server.cpu_affinity",
+                format!("`{other}` is not a CPU affinity"),
+                "use \"auto\" (one CPU per connection thread when there are as many as threads) or \"off\"",
+            );
+            CpuAffinity::Auto
+        }
+    };
     Some(ServerConfig {
         listen,
         admin_listen,
@@ -585,6 +597,7 @@ fn build_server(s: &raw::Server, p: &mut Problems) -> Option<ServerConfig> {
         shutdown_grace,
         max_connections,
         threads,
+        cpu_affinity,
         login_rate_per_minute: s.login_rate_per_minute.unwrap_or(60),
     })
 }
@@ -1081,6 +1094,13 @@ pub(super) fn describe(c: &Config) -> String {
             V::Integer(c.server.max_connections as i64),
         ),
         ("threads", V::Integer(c.server.threads as i64)),
+        (
+            "cpu_affinity",
+            s(match c.server.cpu_affinity {
+                CpuAffinity::Auto => "auto",
+                CpuAffinity::Off => "off",
+            }),
+        ),
         (
             "login_rate_per_minute",
             V::Integer(i64::from(c.server.login_rate_per_minute)),

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use sidegate::config::{
-    load, Config, ConfigError, Env, PathRule, RedisConfig, RedisTarget, SameSite, SessionStore,
+    load, Config, ConfigError, CpuAffinity, Env, PathRule, RedisConfig, RedisTarget, SameSite,
+    SessionStore,
 };
 use sidegate::keys::{CookieKeys, Generated, SigningKeys};
 use tempfile::TempDir;
@@ -148,6 +149,7 @@ fn minimal_config_loads_with_the_documented_defaults() {
     // One connection thread per core sidegate may use.
     let cores = std::thread::available_parallelism().unwrap().get();
     assert_eq!(c.server.threads, cores);
+    assert_eq!(c.server.cpu_affinity, CpuAffinity::Auto);
 }
 
 #[test]
@@ -157,6 +159,16 @@ fn connection_threads_are_bounded_and_zero_means_the_shared_runtime() {
     assert_eq!(d.ok(&with("server", "threads = 3")).server.threads, 3);
     let err = d.err(&with("server", "threads = 5000"));
     assert_eq!(keys_of(&err), vec!["server.threads"], "{err}");
+}
+
+#[test]
+fn cpu_affinity_is_auto_or_off() {
+    let d = Dir::new();
+    let off = d.ok(&with("server", r#"cpu_affinity = "off""#));
+    assert_eq!(off.server.cpu_affinity, CpuAffinity::Off);
+    let err = d.err(&with("server", r#"cpu_affinity = "on""#));
+    assert_eq!(keys_of(&err), vec!["server.cpu_affinity"], "{err}");
+    assert!(err.to_string().contains("\"auto\""), "{err}");
 }
 
 // ---- problems are named and reported together ---------------------------------------------

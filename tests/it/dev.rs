@@ -289,6 +289,71 @@ fn listening_sockets(pid: u32) -> Vec<String> {
     out
 }
 
+/// The CPUs in a `/proc/.../status` file's `Cpus_allowed_list` ("0-1,4").
+fn cpus_allowed(status_file: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(status_file).unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status_file}"));
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap());
+    }
+    cpus
+}
+
+/// On its defaults (one connection thread per core it may use), thread i keeps to the i-th
+/// CPU, as `taskset -p` would show, and says so in the log; with more CPUs than threads
+/// (a CPU quota) none is pinned.
+#[tokio::test]
+async fn connection_threads_keep_to_a_cpu_each_when_there_is_one_per_thread() {
+    let dev = DevProcess::start(&["--protocol", "oidc"]).await;
+    let pid = dev.child.id().unwrap();
+    let allowed = cpus_allowed(&format!("/proc/{pid}/status"));
+    let threads = std::thread::available_parallelism().unwrap().get();
+    // The threads start with the proxy, just after the start-up line; each pins itself
+    // before it serves, so once all are there and a request was answered, all are pinned.
+    let http = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let answered = http.get(&dev.url).send().await.is_ok();
+        let mut seen = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if let Some(i) = comm.trim().strip_prefix("sidegate-conn-") {
+                let i: usize = i.parse().unwrap();
+                seen.push((i, cpus_allowed(&dir.join("status").to_string_lossy())));
+            }
+        }
+        seen.sort();
+        if (answered && seen.len() == threads) || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        seen.len(),
+        threads,
+        "one connection thread per core: {seen:?}"
+    );
+    let log = dev.log_text();
+    if allowed.len() == threads {
+        let want: Vec<_> = allowed
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (i, vec![c]))
+            .collect();
+        assert_eq!(seen, want, "thread i on the i-th CPU");
+        assert!(log.contains("connection threads pinned"), "{log}");
+    } else {
+        assert!(seen.iter().all(|(_, c)| *c == allowed), "{seen:?}");
+        assert!(!log.contains("connection threads pinned"), "{log}");
+    }
+}
+
 #[tokio::test]
 async fn every_listener_is_loopback_and_ctrl_c_stops_cleanly() {
     // sidegate, the echo app and one listener per development IdP.
