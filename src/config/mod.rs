@@ -726,7 +726,9 @@ pub struct AccessConfig {
 
 /// Whether connection threads are pinned to CPUs. Two always-busy threads the scheduler
 /// puts on one core take turns a whole clock tick each, and every connection of the one
-/// waiting waits with it: that was most of the session path's p99 (BENCHMARKS.md).
+/// waiting waits with it; pinned, the session path's p99 at 64 connections fell by 28 %, but
+/// at 1024 connections on 2 shared cores the tail grew tenfold (BENCHMARKS.md), so it is
+/// not the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuAffinity {
     /// Pin thread i to the i-th CPU sidegate may use, but only when there are exactly as
@@ -734,7 +736,7 @@ pub enum CpuAffinity {
     /// CPUs than threads (a container with a CPU quota on a big node) nothing is pinned,
     /// so replicas do not all crowd onto the node's first cores.
     Auto,
-    /// Leave placement to the kernel.
+    /// Leave placement to the kernel (the default).
     Off,
 }
 

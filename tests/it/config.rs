@@ -149,7 +149,7 @@ fn minimal_config_loads_with_the_documented_defaults() {
     // One connection thread per core sidegate may use.
     let cores = std::thread::available_parallelism().unwrap().get();
     assert_eq!(c.server.threads, cores);
-    assert_eq!(c.server.cpu_affinity, CpuAffinity::Auto);
+    assert_eq!(c.server.cpu_affinity, CpuAffinity::Off);
 }
 
 #[test]
@@ -164,6 +164,8 @@ fn connection_threads_are_bounded_and_zero_means_the_shared_runtime() {
 #[test]
 fn cpu_affinity_is_auto_or_off() {
     let d = Dir::new();
+    let auto = d.ok(&with("server", r#"cpu_affinity = "auto""#));
+    assert_eq!(auto.server.cpu_affinity, CpuAffinity::Auto);
     let off = d.ok(&with("server", r#"cpu_affinity = "off""#));
     assert_eq!(off.server.cpu_affinity, CpuAffinity::Off);
     let err = d.err(&with("server", r#"cpu_affinity = "on""#));

@@ -197,3 +197,92 @@ async fn shutdown_lets_open_websockets_finish_and_cuts_them_at_the_deadline() {
         "cut at the deadline"
     );
 }
+
+/// The CPUs in a `/proc/.../status` file's `Cpus_allowed_list` ("0-1,4").
+fn cpus_allowed(status_file: &std::path::Path) -> Vec<usize> {
+    let status = std::fs::read_to_string(status_file).unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {}", status_file.display()));
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap());
+    }
+    cpus
+}
+
+/// Each `sidegate-conn-N` thread of a running process and the CPUs it may use, as
+/// `taskset -p` shows them.
+fn connection_thread_cpus(pid: u32) -> Vec<(usize, Vec<usize>)> {
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if let Some(i) = comm.trim().strip_prefix("sidegate-conn-") {
+            seen.push((i.parse().unwrap(), cpus_allowed(&dir.join("status"))));
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// By default the kernel places the connection threads. With `cpu_affinity = "auto"` and
+/// one connection thread per CPU it may use (the default thread count), thread i keeps to
+/// the i-th CPU and the log says so; with more CPUs than threads none is pinned.
+#[tokio::test]
+async fn connection_threads_keep_to_a_cpu_each_only_when_asked_and_one_per_thread() {
+    use crate::support::op::Op;
+    use crate::support::process::{free_port, Running};
+    let upstream = Upstream::start().await;
+    let (port, admin) = (free_port(), free_port());
+    let public = format!("http://127.0.0.1:{port}");
+    let op = Op::start(&format!("{public}/.sidegate/oidc/callback")).await;
+    let keys = Keys::new();
+    let listen = format!("listen = [\"127.0.0.1:{port}\"]");
+    let admin_listen = format!("admin_listen = \"127.0.0.1:{admin}\"");
+    let threads = std::thread::available_parallelism().unwrap().get();
+    for affinity in [None, Some("auto")] {
+        let line = affinity.map(|a| format!("cpu_affinity = \"{a}\""));
+        let mut extra = vec![
+            ("server", listen.as_str()),
+            ("server", admin_listen.as_str()),
+        ];
+        if let Some(l) = &line {
+            extra.push(("server", l));
+        }
+        let text = config_text(&public, &upstream.url(), &op.issuer, &extra);
+        // Ready means the connection threads started, each having pinned itself first.
+        let mut s = Running::start(keys.path(), &text, &[]).await;
+        let pid = s.child.id().unwrap();
+        let allowed = cpus_allowed(std::path::Path::new(&format!("/proc/{pid}/status")));
+        let seen = connection_thread_cpus(pid);
+        assert_eq!(
+            seen.len(),
+            threads,
+            "one connection thread per core: {seen:?}"
+        );
+        if affinity.is_some() && allowed.len() == threads {
+            let want: Vec<_> = allowed
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (i, vec![c]))
+                .collect();
+            assert_eq!(seen, want, "thread i on the i-th CPU");
+            assert!(s.log().contains("connection threads pinned"), "{}", s.log());
+        } else {
+            assert!(
+                seen.iter().all(|(_, c)| *c == allowed),
+                "{affinity:?}: {seen:?}"
+            );
+            assert!(
+                !s.log().contains("connection threads pinned"),
+                "{}",
+                s.log()
+            );
+        }
+        s.signal("-TERM");
+        assert!(s.exit(Duration::from_secs(15)).await.success());
+    }
+}
