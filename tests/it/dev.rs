@@ -309,6 +309,11 @@ async fn every_listener_is_loopback_and_ctrl_c_stops_cleanly() {
     for s in &sockets {
         assert!(s.starts_with("0100007F:"), "not 127.0.0.1: {s}");
     }
+    // The log is read apart from the start-up line: under load it may lag behind it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !dev.log_text().contains("dir=") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = dev.log_text();
     let dir = log
         .split("dir=")
