@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 
 /// Exit code for configuration errors (EX_USAGE-style, as sysexits' EX_CONFIG family).
 const EXIT_CONFIG: u8 = 64;
@@ -314,15 +313,13 @@ async fn serve(config: sidegate::config::Config, path: PathBuf, watch: bool) -> 
     let mut public = Vec::new();
     for addr in &config.server.listen {
         public.push(
-            TcpListener::bind(addr)
-                .await
+            sidegate::accept::bind(*addr)
                 .with_context(|| format!("binding server.listen {addr}"))?,
         );
     }
     let admin = match config.server.admin_listen {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
+            sidegate::accept::bind(addr)
                 .with_context(|| format!("binding server.admin_listen {addr}"))?,
         ),
         None => None,

@@ -25,6 +25,26 @@ use crate::Body;
 mod threads;
 pub use threads::{current as current_thread, StartError, Threads};
 
+/// Connections the kernel may hold finished but not yet accepted. tokio's `bind` asks for
+/// 1024; a burst of that many clients at once (a deploy, a load balancer reconnecting) then
+/// overflows it, and each overflowed client's first request waits for TCP to retry, 1 s or
+/// more. The kernel caps this at `net.core.somaxconn` (4096 by default since Linux 5.4).
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds a listening socket as `TcpListener::bind` does (address reuse on Unix), with room
+/// for a burst of connections (`LISTEN_BACKLOG`).
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Largest request head accepted: 64 KiB, room for many cookies and long URLs, far from the
 /// ~400 KiB hyper would otherwise buffer per connection.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -188,5 +208,39 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// 1,500 clients connect at once while nothing accepts: with the backlog tokio's own
+    /// `bind` asks for (1024) the kernel drops the SYNs past it and those clients wait a
+    /// second or more; here every one completes at once. Needs `net.core.somaxconn` ≥ 1500
+    /// (4096 by default); on a machine with less, the kernel's cap is what is tested.
+    #[tokio::test]
+    async fn a_burst_of_connections_fits_the_listen_queue() {
+        let burst: usize = 1500;
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..burst).map(|_| async move {
+            tokio::time::timeout(
+                Duration::from_millis(700),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+        });
+        let results = futures_util::future::join_all(connects).await;
+        let done = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert!(
+            done >= burst.min(cap),
+            "{done} of {burst} connected within 0.7 s (somaxconn {cap})"
+        );
+        drop(listener);
     }
 }

@@ -146,9 +146,7 @@ impl Drop for StateDir {
 
 async fn bind(port: u16) -> Result<TcpListener, DevError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| DevError::Bind { addr, source })
+    crate::accept::bind(addr).map_err(|source| DevError::Bind { addr, source })
 }
 
 fn port_of(l: &TcpListener) -> u16 {
