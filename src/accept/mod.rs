@@ -226,6 +226,18 @@ mod tests {
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
             .unwrap_or(4096);
+        // 1,500 client sockets: lift the soft open-files limit to the hard one if it is lower.
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write one plain struct we own.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
         let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let connects = (0..burst).map(|_| async move {

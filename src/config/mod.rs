@@ -727,8 +727,8 @@ pub struct AccessConfig {
 /// Whether connection threads are pinned to CPUs. Two always-busy threads the scheduler
 /// puts on one core take turns a whole clock tick each, and every connection of the one
 /// waiting waits with it; pinned, the session path's p99 at 64 connections fell by 28 %, but
-/// at 1024 connections on 2 shared cores the tail grew tenfold (BENCHMARKS.md), so it is
-/// not the default.
+/// at 1024 connections on 2 shared cores its p99 grew from tenths of a second to seconds
+/// (BENCHMARKS.md), so it is not the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuAffinity {
     /// Pin thread i to the i-th CPU sidegate may use, but only when there are exactly as
