@@ -144,7 +144,7 @@ impl Drop for StateDir {
     }
 }
 
-async fn bind(port: u16) -> Result<TcpListener, DevError> {
+fn bind(port: u16) -> Result<TcpListener, DevError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     crate::accept::bind(addr).map_err(|source| DevError::Bind { addr, source })
 }
@@ -158,9 +158,9 @@ fn origin_of(l: &TcpListener) -> String {
 }
 
 /// Binds a loopback listener when `wanted`.
-async fn bind_if(wanted: bool) -> Result<Option<TcpListener>, DevError> {
+fn bind_if(wanted: bool) -> Result<Option<TcpListener>, DevError> {
     match wanted {
-        true => Ok(Some(bind(0).await?)),
+        true => Ok(Some(bind(0)?)),
         false => Ok(None),
     }
 }
@@ -231,11 +231,11 @@ pub async fn run(
         }
     }
     let state = StateDir::create()?;
-    let public = bind(opts.port).await?;
+    let public = bind(opts.port)?;
     let port = port_of(&public);
-    let oidc_listener = bind_if(opts.protocol.oidc()).await?;
-    let saml_listener = bind_if(opts.protocol.saml()).await?;
-    let echo_listener = bind_if(opts.upstream.is_none()).await?;
+    let oidc_listener = bind_if(opts.protocol.oidc())?;
+    let saml_listener = bind_if(opts.protocol.saml())?;
+    let echo_listener = bind_if(opts.upstream.is_none())?;
     let issuer = oidc_listener.as_ref().map(origin_of);
     let saml_origin = saml_listener.as_ref().map(origin_of);
     let upstream = match (&opts.upstream, &echo_listener) {
