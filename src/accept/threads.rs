@@ -10,8 +10,8 @@
 //! With `server.cpu_affinity = "auto"` and a CPU per thread, each thread keeps to its CPU,
 //! as nginx's `worker_cpu_affinity` does: two always-busy threads the scheduler stacks on one
 //! core take turns a whole tick each (4 ms here), and each one's connections wait with it.
-//! The blocking pool's threads are not pinned: they may use every CPU sidegate may. Off by
-//! default: under overload on shared cores a pinned thread's tail grew (BENCHMARKS.md).
+//! The blocking pool's threads are not pinned: they may use every CPU sidegate may. On by
+//! default; `"off"` leaves placement to the kernel.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -726,17 +726,16 @@ pub struct AccessConfig {
 
 /// Whether connection threads are pinned to CPUs. Two always-busy threads the scheduler
 /// puts on one core take turns a whole clock tick each, and every connection of the one
-/// waiting waits with it; pinned, the session path's p99 at 64 connections fell by 28 %, but
-/// at 1024 connections on 2 shared cores its p99 grew from tenths of a second to seconds
-/// (BENCHMARKS.md), so it is not the default.
+/// waiting waits with it; pinned, the session path's p99 at 64 connections fell by 28 %, and
+/// at 256 and 1024 connections it was the same either way (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuAffinity {
     /// Pin thread i to the i-th CPU sidegate may use, but only when there are exactly as
     /// many of those CPUs as threads: then each thread has a core of its own. With more
     /// CPUs than threads (a container with a CPU quota on a big node) nothing is pinned,
-    /// so replicas do not all crowd onto the node's first cores.
+    /// so replicas do not all crowd onto the node's first cores. The default.
     Auto,
-    /// Leave placement to the kernel (the default).
+    /// Leave placement to the kernel.
     Off,
 }
 

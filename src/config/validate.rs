@@ -575,15 +575,15 @@ fn build_server(s: &raw::Server, p: &mut Problems) -> Option<ServerConfig> {
         );
     }
     let cpu_affinity = match s.cpu_affinity.as_deref() {
-        Some("auto") => CpuAffinity::Auto,
-        None | Some("off") => CpuAffinity::Off,
+        None | Some("auto") => CpuAffinity::Auto,
+        Some("off") => CpuAffinity::Off,
         Some(other) => {
             p.add(
                 "server.cpu_affinity",
                 format!("`{other}` is not a CPU affinity"),
-                "use \"off\" (the default: the kernel places the threads) or \"auto\" (a CPU per thread when there are exactly as many)",
+                "use \"auto\" (the default: a CPU per thread when there are exactly as many) or \"off\" (the kernel places the threads)",
             );
-            CpuAffinity::Off
+            CpuAffinity::Auto
         }
     };
     Some(ServerConfig {

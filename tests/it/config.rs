@@ -149,7 +149,7 @@ fn minimal_config_loads_with_the_documented_defaults() {
     // One connection thread per core sidegate may use.
     let cores = std::thread::available_parallelism().unwrap().get();
     assert_eq!(c.server.threads, cores);
-    assert_eq!(c.server.cpu_affinity, CpuAffinity::Off);
+    assert_eq!(c.server.cpu_affinity, CpuAffinity::Auto);
 }
 
 #[test]

@@ -228,11 +228,11 @@ fn connection_thread_cpus(pid: u32) -> Vec<(usize, Vec<usize>)> {
     seen
 }
 
-/// By default the kernel places the connection threads. With `cpu_affinity = "auto"` and
-/// one connection thread per CPU it may use (the default thread count), thread i keeps to
-/// the i-th CPU and the log says so; with more CPUs than threads none is pinned.
+/// By default (`cpu_affinity = "auto"`), with one connection thread per CPU it may use (the
+/// default thread count), thread i keeps to the i-th CPU and the log says so; with more CPUs
+/// than threads none is pinned. With `"off"` the kernel places them.
 #[tokio::test]
-async fn connection_threads_keep_to_a_cpu_each_only_when_asked_and_one_per_thread() {
+async fn connection_threads_keep_to_a_cpu_each_unless_told_not_to_and_one_per_thread() {
     use crate::support::op::Op;
     use crate::support::process::{free_port, Running};
     let upstream = Upstream::start().await;
@@ -243,7 +243,7 @@ async fn connection_threads_keep_to_a_cpu_each_only_when_asked_and_one_per_threa
     let listen = format!("listen = [\"127.0.0.1:{port}\"]");
     let admin_listen = format!("admin_listen = \"127.0.0.1:{admin}\"");
     let threads = std::thread::available_parallelism().unwrap().get();
-    for affinity in [None, Some("auto")] {
+    for affinity in [None, Some("off")] {
         let line = affinity.map(|a| format!("cpu_affinity = \"{a}\""));
         let mut extra = vec![
             ("server", listen.as_str()),
@@ -263,7 +263,7 @@ async fn connection_threads_keep_to_a_cpu_each_only_when_asked_and_one_per_threa
             threads,
             "one connection thread per core: {seen:?}"
         );
-        if affinity.is_some() && allowed.len() == threads {
+        if affinity.is_none() && allowed.len() == threads {
             let want: Vec<_> = allowed
                 .iter()
                 .enumerate()
