@@ -621,7 +621,7 @@ fn build_upstream(u: &raw::Upstream, p: &mut Problems) -> Option<UpstreamConfig>
         connect_timeout,
         response_timeout,
         pass_host_header: u.pass_host_header.unwrap_or(true),
-        max_idle_connections: u.max_idle_connections.unwrap_or(256),
+        max_idle_connections: u.max_idle_connections.unwrap_or(1024),
     })
 }
 

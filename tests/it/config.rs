@@ -150,6 +150,9 @@ fn minimal_config_loads_with_the_documented_defaults() {
     let cores = std::thread::available_parallelism().unwrap().get();
     assert_eq!(c.server.threads, cores);
     assert_eq!(c.server.cpu_affinity, CpuAffinity::Auto);
+    // A lane for up to 1024 client connections before the pool churns.
+    let up = c.upstream.as_ref().unwrap();
+    assert_eq!(up.max_idle_connections, 1024);
 }
 
 #[test]
