@@ -112,8 +112,8 @@ pub struct UpstreamConfig {
     pub pass_host_header: bool,
     /// Connections kept open to the app: at most this many client connections have their own
     /// (`forward::Lane`), and the shared pool keeps at most this many idle. Past it, the pool
-    /// closes and reopens connections as the load moves (about 2,000 a second at 1024 clients with a
-    /// cap of 256), so the default (1024, Envoy's default connection limit) is high.
+    /// closes and reopens connections as the load moves (about 2,000 a second at 1024 clients
+    /// with a cap of 256), so the default (1024, Envoy's default connection limit) is high.
     pub max_idle_connections: usize,
 }
 
