@@ -296,8 +296,8 @@ fn reloads(
             }
             if (cfg.server.threads, cfg.server.cpu_affinity) != threads {
                 tracing::warn!(
-                    running = threads.0,
-                    configured = cfg.server.threads,
+                    running = ?threads,
+                    configured = ?(cfg.server.threads, cfg.server.cpu_affinity),
                     "server.threads or server.cpu_affinity changed: it needs a restart; the other changes apply now"
                 );
             }

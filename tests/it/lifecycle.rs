@@ -213,8 +213,8 @@ fn cpus_allowed(status_file: &std::path::Path) -> Vec<usize> {
     cpus
 }
 
-/// Each `sidegate-conn-N` thread of a running process and the CPUs it may use, as
-/// `taskset -p` shows them.
+/// Each `sidegate-conn-N` thread of a running process and the CPUs it may use (its
+/// `/proc/<pid>/task/<tid>/status`).
 fn connection_thread_cpus(pid: u32) -> Vec<(usize, Vec<usize>)> {
     let mut seen = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
