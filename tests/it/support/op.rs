@@ -36,9 +36,11 @@ impl Op {
             .spawn()
             .expect("node must be installed");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+        // 60 s, as bench/lib.sh waits: on a fresh clone, with the suite starting many OPs at
+        // once on 2 cores, one took over 20 s to load its modules (CI, 2026-11-25).
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
             .await
-            .expect("oidc-provider did not print READY within 20 s")
+            .expect("oidc-provider did not print READY within 60 s")
             .unwrap()
             .expect("oidc-provider exited");
         let json = line
